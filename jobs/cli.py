@@ -1,0 +1,37 @@
+"""The ``climate`` command: one subcommand per job."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+ConfigOption = Annotated[str, typer.Option("--config", "-c", help="YAML config file")]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="dotted override KEY=VALUE, e.g. store.chunks.time=24"),
+]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v")]
+
+
+@app.callback()
+def _root() -> None:
+    """Climate: ingest, train, evaluate, forecast and serve gridded weather data on Ray."""
+
+
+@app.command("ingest")
+def ingest_command(
+    config: ConfigOption = "configs/ingest.yaml",
+    overrides: SetOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Ingest GRIB, NetCDF or Zarr into the canonical analysis Zarr store."""
+    from jobs.ingest import ingest
+
+    raise typer.Exit(ingest(config, overrides or [], verbose))
+
+
+def main() -> None:
+    app()

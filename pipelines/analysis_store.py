@@ -1,0 +1,258 @@
+"""The canonical analysis Zarr store: metadata written once, then whole chunks by time region.
+
+Layout: Zarr format 2 with consolidated metadata, so plain ``xarray.open_zarr(url)`` opens it.
+``time`` is stored as int64 seconds since 1970-01-01 (UTC) so that appends are exact.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array
+import numcodecs
+import numpy as np
+import xarray as xr
+import zarr
+
+from pipelines.canonical import GridSignature
+from pipelines.errors import StoreError
+from pipelines.storage import explain_storage_error
+from schemas.config import ChunkSpec, Compression
+from schemas.variables import COORDINATE_ATTRS
+
+TIME_UNITS = "seconds since 1970-01-01"
+_TIME_COORD_CHUNK = 8760
+
+
+@dataclass(frozen=True)
+class VariableLayout:
+    """A data variable's dimensions and attributes, enough to create it."""
+
+    name: str
+    dims: tuple[str, ...]
+    attrs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """Everything but the time axis: grid, variables, dataset attributes."""
+
+    grid: GridSignature
+    variables: tuple[VariableLayout, ...]
+    attrs: dict[str, Any]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(var.name for var in self.variables)
+
+
+@dataclass(frozen=True)
+class StoreState:
+    """What an existing store holds."""
+
+    times: np.ndarray  # datetime64[ns], the store's time axis
+    layout: StoreLayout
+    time_chunk: int
+
+
+def layout_of(dataset: xr.Dataset) -> StoreLayout:
+    """The layout of a canonical dataset."""
+    from pipelines.canonical import grid_signature
+
+    variables = tuple(
+        VariableLayout(str(name), tuple(str(d) for d in var.dims), dict(var.attrs))
+        for name, var in sorted(dataset.data_vars.items())
+    )
+    return StoreLayout(grid_signature(dataset), variables, dict(dataset.attrs))
+
+
+def to_seconds(times: np.ndarray) -> np.ndarray:
+    """datetime64 values as int64 epoch seconds."""
+    return np.asarray(times).astype("datetime64[s]").astype("int64")
+
+
+def from_seconds(seconds: np.ndarray) -> np.ndarray:
+    """int64 epoch seconds as datetime64[ns]."""
+    return np.asarray(seconds, dtype="int64").astype("datetime64[s]").astype("datetime64[ns]")
+
+
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    node = group[name]
+    if not isinstance(node, zarr.Array):
+        raise StoreError(f"{name!r} in the store is a group, not an array; use a new store URL")
+    return node
+
+
+def _time_arrays(group: zarr.Group) -> list[zarr.Array]:
+    """Every data array whose first dimension is time (the time coordinate excluded)."""
+    found = []
+    for name, array in group.arrays():
+        dims = array.attrs.get("_ARRAY_DIMENSIONS")
+        if name != "time" and isinstance(dims, list) and dims and dims[0] == "time":
+            found.append(array)
+    return found
+
+
+class AnalysisStore:
+    """One canonical Zarr store at ``url`` (a local path or an object-store URL)."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+        self.url = url
+        self.storage_options = storage_options or {}
+
+    def _group(self, mode: str) -> zarr.Group:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=UserWarning)
+                return zarr.open_group(
+                    store=self.url,
+                    mode=mode,  # type: ignore[arg-type]
+                    storage_options=self.storage_options or None,
+                    zarr_format=2,
+                    use_consolidated=False,
+                )
+        except Exception as exc:
+            raise StoreError(
+                f"{self.url}: cannot open the analysis store "
+                f"({explain_storage_error(self.url, exc)})"
+            ) from exc
+
+    def exists(self) -> bool:
+        try:
+            self._group("r")
+        except StoreError:
+            return False
+        return True
+
+    def state(self) -> StoreState:
+        """Read the store's time axis and layout from the array metadata (not the consolidated
+        copy, so that a store whose last update was interrupted is seen as it really is)."""
+        group = self._group("r")
+        if "time" not in group:
+            raise StoreError(f"{self.url}: not an analysis store (no time array); use a new URL")
+        time = _array(group, "time")
+        if time.attrs.get("units") != TIME_UNITS:
+            raise StoreError(
+                f"{self.url}: time is stored in {time.attrs.get('units')!r}, not {TIME_UNITS!r}; "
+                "this store was not written by climate ingest: use a new URL"
+            )
+        coords = {
+            name: tuple(np.asarray(_array(group, name)[:]).tolist()) if name in group else ()
+            for name in ("lat", "lon", "level", "member")
+        }
+        grid = GridSignature(
+            lat=tuple(float(v) for v in coords["lat"]),
+            lon=tuple(float(v) for v in coords["lon"]),
+            level=tuple(int(v) for v in coords["level"]),
+            member=tuple(int(v) for v in coords["member"]),
+        )
+        variables = []
+        time_chunk = 1
+        for array in sorted(_time_arrays(group), key=lambda array: array.basename):
+            dims = tuple(str(d) for d in array.attrs["_ARRAY_DIMENSIONS"])  # type: ignore[union-attr]
+            attrs = {k: v for k, v in array.attrs.items() if not k.startswith("_")}
+            variables.append(VariableLayout(array.basename, dims, attrs))
+            time_chunk = int(array.chunks[0])
+        attrs = {k: v for k, v in group.attrs.items() if not k.startswith("_")}
+        return StoreState(
+            times=from_seconds(np.asarray(time[:])),
+            layout=StoreLayout(grid, tuple(variables), attrs),
+            time_chunk=time_chunk,
+        )
+
+    def create(
+        self, layout: StoreLayout, times: np.ndarray, chunks: ChunkSpec, compression: Compression
+    ) -> None:
+        """Write the metadata and coordinates of a new store; no data chunk is written."""
+        sizes = {
+            "time": len(times),
+            "level": len(layout.grid.level),
+            "member": len(layout.grid.member),
+            "lat": len(layout.grid.lat),
+            "lon": len(layout.grid.lon),
+        }
+        chunk_of = chunks.model_dump()
+        compressor = numcodecs.Blosc(
+            cname=compression.codec,
+            clevel=compression.level,
+            shuffle=numcodecs.Blosc.SHUFFLE if compression.shuffle else numcodecs.Blosc.NOSHUFFLE,
+        )
+        data_vars = {}
+        encoding: dict[str, dict[str, Any]] = {
+            "time": {
+                "units": TIME_UNITS,
+                "calendar": "proleptic_gregorian",
+                "dtype": "int64",
+                "chunks": (_TIME_COORD_CHUNK,),
+            }
+        }
+        for var in layout.variables:
+            shape = tuple(sizes[d] for d in var.dims)
+            chunk_shape = tuple(min(chunk_of[d], max(sizes[d], 1)) for d in var.dims)
+            empty = dask.array.empty(shape, dtype="float32", chunks=chunk_shape)
+            data_vars[var.name] = xr.Variable(var.dims, empty, attrs=var.attrs)
+            encoding[var.name] = {
+                "chunks": chunk_shape,
+                "compressors": (compressor,),
+                "_FillValue": np.float32("nan"),
+                "dtype": "float32",
+            }
+        coords: dict[str, Any] = {
+            "time": ("time", np.asarray(times, dtype="datetime64[ns]")),
+            "lat": ("lat", np.asarray(layout.grid.lat), COORDINATE_ATTRS["lat"]),
+            "lon": ("lon", np.asarray(layout.grid.lon), COORDINATE_ATTRS["lon"]),
+        }
+        for name in ("level", "member"):
+            values = getattr(layout.grid, name)
+            if values:
+                coords[name] = (name, np.asarray(values, dtype="int64"), COORDINATE_ATTRS[name])
+        template = xr.Dataset(data_vars, coords=coords, attrs=layout.attrs)
+        try:
+            template.to_zarr(
+                self.url,
+                mode="w-",
+                compute=False,
+                consolidated=True,
+                zarr_format=2,
+                encoding=encoding,
+                storage_options=self.storage_options or None,
+            )
+        except Exception as exc:
+            raise StoreError(
+                f"{self.url}: cannot create the store ({explain_storage_error(self.url, exc)})"
+            ) from exc
+
+    def extend(self, times: np.ndarray) -> None:
+        """Grow the time axis to ``times`` (the old axis must be its prefix) and re-consolidate."""
+        group = self._group("r+")
+        seconds = to_seconds(times)
+        time = _array(group, "time")
+        current = np.asarray(time[:])
+        if len(seconds) < len(current) or not np.array_equal(seconds[: len(current)], current):
+            raise StoreError(f"{self.url}: the new time axis does not extend the old one")
+        for array in _time_arrays(group):
+            if array.shape[0] != len(seconds):
+                array.resize((len(seconds), *array.shape[1:]))
+        time.resize((len(seconds),))
+        time[len(current) :] = seconds[len(current) :]
+        self.consolidate()
+
+    def consolidate(self) -> None:
+        """Rewrite the consolidated metadata after the arrays' metadata changed."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)
+            zarr.consolidate_metadata(self._group("r+").store, zarr_format=2)
+
+    def write(self, values: dict[str, np.ndarray], start: int) -> None:
+        """Write ``values[name]`` (time-first arrays) at time positions ``start:start+n``."""
+        group = self._group("r+")
+        for name, data in values.items():
+            _array(group, name)[start : start + data.shape[0]] = data
+
+    def read(self, names: tuple[str, ...], positions: np.ndarray) -> dict[str, np.ndarray]:
+        """Values of ``names`` at the given time positions."""
+        group = self._group("r")
+        index = np.asarray(positions, dtype="int64")
+        return {name: np.asarray(_array(group, name).oindex[index]) for name in names}

@@ -1,0 +1,1 @@
+"""Ingest: files in object storage -> one canonical Zarr store, resumable and idempotent."""

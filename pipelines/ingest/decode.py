@@ -1,0 +1,62 @@
+"""Open one file through its reader and bring it to the canonical schema, fully decoded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from pipelines.canonical import normalise
+from pipelines.errors import ClimateError, SourceError
+from pipelines.sources import reader_for
+from pipelines.storage import StoredFile, local_copy
+from schemas.config import SourceConfig
+
+
+@contextmanager
+def opened(
+    stored: StoredFile, source: SourceConfig, options: dict[str, Any]
+) -> Iterator[tuple[str, xr.Dataset]]:
+    """Yield ``(local location, canonical lazy dataset)`` for one file or store."""
+    reader = reader_for(source)
+    if reader.is_store:
+        yield stored.url, normalise(reader.open(stored.url, options), source, stored.url)
+        return
+    if stored.size == 0:
+        raise SourceError(stored.url, "is empty (0 bytes); re-download or remove it")
+    with local_copy(stored, options) as location:
+        raw = reader.open(location, options)
+        try:
+            yield location, normalise(raw, source, stored.url)
+        finally:
+            raw.close()
+
+
+def load(dataset: xr.Dataset, url: str) -> xr.Dataset:
+    """Decode every value now, so a corrupt or truncated file fails before anything is written."""
+    try:
+        return dataset.load()
+    except ClimateError:
+        raise
+    except Exception as exc:  # decoder errors of every library, translated with the cause kept
+        raise SourceError(
+            url,
+            f"fails while decoding its values ({type(exc).__name__}: {exc}); the file is corrupt "
+            "or truncated: re-download it",
+        ) from exc
+
+
+def time_digests(dataset: xr.Dataset) -> tuple[str, ...]:
+    """One digest per time of every variable's values, to spot conflicting duplicates."""
+    import hashlib
+
+    digests = []
+    for index in range(dataset.sizes["time"]):
+        digest = hashlib.blake2b(digest_size=16)
+        for name in sorted(str(name) for name in dataset.data_vars):
+            digest.update(np.ascontiguousarray(dataset[name].values[index]).tobytes())
+        digests.append(digest.hexdigest())
+    return tuple(digests)

@@ -1,0 +1,85 @@
+"""The small, picklable messages passed between the ingest driver and its workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipelines.analysis_store import StoreLayout
+from pipelines.storage import StoredFile
+from schemas.config import SourceConfig
+
+
+@dataclass(frozen=True)
+class StoreTarget:
+    """Where the store is and what it already holds (None for a new store)."""
+
+    url: str
+    storage_options: dict[str, Any]
+    layout: StoreLayout | None = None
+    axis_seconds: np.ndarray = field(default_factory=lambda: np.empty(0, dtype="int64"))
+    committed_seconds: np.ndarray = field(default_factory=lambda: np.empty(0, dtype="int64"))
+
+
+@dataclass(frozen=True)
+class ScanTask:
+    """Open, decode and check one file."""
+
+    stored: StoredFile
+    source: SourceConfig
+    source_options: dict[str, Any]
+    target: StoreTarget
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What a file holds, or why it cannot be ingested."""
+
+    stored: StoredFile
+    error: str | None = None
+    checksum: str | None = None
+    layout: StoreLayout | None = None
+    seconds: np.ndarray = field(default_factory=lambda: np.empty(0, dtype="int64"))
+    digests: tuple[str, ...] = ()  # one content digest per time, in order of ``seconds``
+    unchanged_seconds: np.ndarray = field(default_factory=lambda: np.empty(0, dtype="int64"))
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class Piece:
+    """The times one file contributes to one chunk batch, and where they go."""
+
+    stored: StoredFile
+    seconds: np.ndarray
+    positions: np.ndarray
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """Write whole time chunks ``chunks`` from the pieces; one task per chunk, ever."""
+
+    chunks: tuple[int, ...]
+    time_chunk: int
+    pieces: tuple[Piece, ...]
+    source: SourceConfig
+    source_options: dict[str, Any]
+    target: StoreTarget
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """Which chunks were written, for which files, or why not."""
+
+    chunks: tuple[int, ...]
+    files: tuple[str, ...]
+    error: str | None = None
+    bytes_written: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None

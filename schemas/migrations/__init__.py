@@ -1,0 +1,1 @@
+"""Alembic migrations of the project database; run them with ``pipelines.db.migrate``."""
