@@ -21,6 +21,11 @@ class SourceError(ClimateError, OSError):
     def __init__(self, url: str, message: str) -> None:
         super().__init__(f"{url}: {message}")
         self.url = url
+        self.detail = message
+
+    def renamed(self, url: str) -> SourceError:
+        """The same error naming ``url`` (the user's URL rather than a local copy's path)."""
+        return SourceError(url, self.detail)
 
 
 class SchemaError(ClimateError, ValueError):

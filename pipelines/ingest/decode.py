@@ -28,7 +28,10 @@ def opened(
     if stored.size == 0:
         raise SourceError(stored.url, "is empty (0 bytes); re-download or remove it")
     with local_copy(stored, options) as location:
-        raw = reader.open(location, options)
+        try:
+            raw = reader.open(location, options)
+        except SourceError as exc:
+            raise exc.renamed(stored.url) from exc
         try:
             yield location, normalise(raw, source, stored.url)
         finally:

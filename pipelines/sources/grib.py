@@ -39,5 +39,7 @@ class GribReader:
                     "with filter_by_keys, e.g. {typeOfLevel: isobaricInhPa}",
                 ) from exc
             raise SourceError(
-                location, f"cannot be decoded as GRIB ({type(exc).__name__}: {text})"
+                location,
+                f"cannot be decoded as GRIB ({type(exc).__name__}: {text}); the file is corrupt "
+                "or truncated, or not GRIB: re-download it",
             ) from exc
