@@ -14,9 +14,12 @@ from tests.pipelines.ingest.helpers import ingest, make_config, sqlite_engine
 pytestmark = pytest.mark.usefixtures("ray_session")
 
 
-def reduced_gaussian_grib(path: Path) -> Path:
-    handle = eccodes.codes_grib_new_from_samples("reduced_gg_pl_32_grib2")
+def grib_from_sample(path: Path, sample: str, values: np.ndarray | None = None) -> Path:
+    """One 2 m temperature message on an ecCodes sample grid."""
+    handle = eccodes.codes_grib_new_from_samples(sample)
     eccodes.codes_set(handle, "shortName", "2t")
+    if values is not None:
+        eccodes.codes_set_values(handle, values)
     with open(path, "wb") as out:
         eccodes.codes_write(handle, out)
     eccodes.codes_release(handle)
@@ -81,11 +84,26 @@ def test_celsius_is_converted(sample_grib: Path, tmp_path: Path) -> None:
 
 
 def test_reduced_gaussian_grid_is_refused(tmp_path: Path) -> None:
-    path = reduced_gaussian_grib(tmp_path / "reduced.grib")
+    path = grib_from_sample(tmp_path / "reduced.grib", "reduced_gg_pl_32_grib2")
     summary = ingest(make_config([path], tmp_path / "r.zarr", ["t2m"]), sqlite_engine(tmp_path))
     message = summary.failures[str(path)]
     assert "grid type ['reduced_gg'] is not supported" in message and "regrid" in message
     assert not (tmp_path / "r.zarr").exists()
+
+
+def test_regular_gaussian_grid_is_accepted(tmp_path: Path) -> None:
+    values = np.linspace(220.0, 300.0, 128 * 64)
+    path = grib_from_sample(tmp_path / "gaussian.grib", "regular_gg_sfc_grib2", values)
+    summary = ingest(make_config([path], tmp_path / "g.zarr", ["t2m"]), sqlite_engine(tmp_path))
+    assert summary.clean, summary.failures
+    store = xr.open_zarr(tmp_path / "g.zarr").load()
+    assert store.attrs["grid_type"] == "regular_gg"
+    assert store.sizes == {"time": 1, "lat": 64, "lon": 128}
+    spacing = np.diff(store.lat.values)
+    assert np.all(spacing < 0) and np.ptp(spacing) > 1e-4, "Gaussian latitudes are uneven"
+    raw = xr.open_dataset(path, engine="cfgrib", backend_kwargs={"indexpath": ""})
+    expected = raw.t2m.roll(longitude=64, roll_coords=True).values.astype("float32")
+    np.testing.assert_array_equal(store.t2m.values[0], expected)
 
 
 def test_curvilinear_grid_is_refused(tmp_path: Path) -> None:
