@@ -163,7 +163,8 @@ def _canonical_time(dataset: xr.Dataset, config: SourceBase, where: str) -> xr.D
         raise SchemaError(f"{where}: has missing (NaT) times; fix the time coordinate")
     if not times.is_unique:
         raise SchemaError(f"{where}: repeats times {list(times[times.duplicated()][:3])}")
-    return dataset.assign_coords(time=times.values.astype("datetime64[ns]")).sortby("time")
+    dataset = dataset.assign_coords(time=times.values.astype("datetime64[ns]"))
+    return dataset if times.is_monotonic_increasing else dataset.sortby("time")
 
 
 def _canonical_grid(dataset: xr.Dataset, where: str) -> xr.Dataset:
@@ -179,7 +180,12 @@ def _canonical_grid(dataset: xr.Dataset, where: str) -> xr.Dataset:
             f"{where}: longitudes repeat after wrapping to [-180, 180) (a duplicated meridian?); "
             "drop the repeated column"
         )
-    dataset = dataset.assign_coords(lon=lon).sortby("lon").sortby("lat", ascending=False)
+    dataset = dataset.assign_coords(lon=lon)
+    # Reorder only when needed: a no-op sortby still costs a fancy-indexing copy on load.
+    if np.any(np.diff(lon) <= 0):
+        dataset = dataset.sortby("lon")
+    if np.any(np.diff(lat) >= 0):
+        dataset = dataset.sortby("lat", ascending=False)
     for axis in ("lat", "lon"):
         values = dataset[axis].values
         if len(values) > 1 and len(np.unique(values)) != len(values):
@@ -238,7 +244,7 @@ def _canonical_units(dataset: xr.Dataset, config: SourceBase, where: str) -> xr.
                 f"{where}: variable {name!r} has {found}, expected {spec.units!r}; convert "
                 f"the data, or declare its units with `units: {{{name}: ...}}` if they are missing"
             )
-        data = var.astype("float32")
+        data = var if var.dtype == np.float32 else var.astype("float32")
         if conversion.scale != 1.0 or conversion.offset != 0.0:
             data = (data * np.float32(conversion.scale) + np.float32(conversion.offset)).astype(
                 "float32"

@@ -13,7 +13,7 @@ from pipelines.errors import ConflictError, SchemaError
 from pipelines.ingest.decode import load, opened, time_digests
 from pipelines.ingest.regions import positions_of
 from pipelines.ingest.tasks import ScanResult, ScanTask, StoreTarget
-from pipelines.storage import sha256_of
+from pipelines.storage import checksum_of
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def scan_file(task: ScanTask) -> ScanResult:
     url = task.stored.url
     try:
         with opened(task.stored, task.source, task.source_options) as (location, lazy):
-            checksum = sha256_of(location) if os.path.isfile(location) else None
+            checksum = checksum_of(location) if os.path.isfile(location) else None
             dataset = load(lazy, url)
         _check_layout(dataset, task.target, url)
         unchanged = _unchanged_times(dataset, task.target, url)
