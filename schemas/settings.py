@@ -15,6 +15,10 @@ class Settings(BaseSettings):
         default="sqlite:///output/climate.db",
         description="SQLAlchemy URL; postgresql+psycopg://... in production",
     )
+    model_registry_url: str = Field(
+        default="output/registry",
+        description="where registered ONNX files and cards live: a path or s3://bucket/prefix",
+    )
     ray_address: str | None = Field(default=None, description="Ray cluster address; local if unset")
     redis_url: str | None = Field(default=None, description="Redis cache; in-process if unset")
     s3_endpoint_url: str | None = Field(
