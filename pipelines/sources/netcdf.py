@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import xarray as xr
@@ -21,9 +22,12 @@ class NetcdfReader:
 
     def open(self, location: str, storage_options: dict[str, Any]) -> xr.Dataset:
         try:
-            return xr.open_dataset(
-                location, engine=self.config.engine, cache=False, decode_timedelta=True
-            )
+            with warnings.catch_warnings():
+                # e.g. a NaN _FillValue on a float64 variable: harmless, the data decode to NaN
+                warnings.simplefilter("ignore", category=xr.SerializationWarning)
+                return xr.open_dataset(
+                    location, engine=self.config.engine, cache=False, decode_timedelta=True
+                )
         except Exception as exc:
             raise SourceError(
                 location,
