@@ -6,7 +6,10 @@ from typing import Annotated
 
 import typer
 
+from jobs.models import app as models_app
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app.add_typer(models_app, name="models")
 
 ConfigOption = Annotated[str, typer.Option("--config", "-c", help="YAML config file")]
 SetOption = Annotated[

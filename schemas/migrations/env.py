@@ -16,6 +16,7 @@ import os
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
+import schemas.registry_tables  # registers models and skill_scores
 import schemas.tables  # registers the core tables on Base.metadata
 
 config = context.config
