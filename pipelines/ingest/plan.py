@@ -132,6 +132,7 @@ def _chunk_tasks(
         url=target.url,
         storage_options=target.storage_options,
         layout=plan.layout,
+        time_chunk=time_chunk,
         axis_seconds=plan.axis_seconds,
         committed_seconds=target.committed_seconds,
     )

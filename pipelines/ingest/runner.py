@@ -111,6 +111,7 @@ def _target(store: AnalysisStore, ingest_ledger: IngestLedger) -> StoreTarget:
         url=store.url,
         storage_options=store.storage_options,
         layout=state.layout,
+        time_chunk=state.time_chunk,
         axis_seconds=to_seconds(state.times),
         committed_seconds=ingest_ledger.committed_times(store.url),
     )
@@ -123,7 +124,12 @@ def run_ingest(
     executor: Executor,
     progress: Progress | None = None,
 ) -> IngestSummary:
-    """Ingest every file the config names into its store; see the module docstring."""
+    """Ingest every file the config names into its store.
+
+    Files already committed are skipped, bad files are listed in the summary's failures (with
+    the fix) while the good ones go in, and each file is committed in the ledger as soon as all
+    of its chunks are written, so a run killed halfway resumes where it stopped.
+    """
     started = time.perf_counter()
     progress = progress or _Silent()
     runs, ingest_ledger = RunLedger(engine), IngestLedger(engine)
@@ -160,7 +166,7 @@ def _ingest(
         else:
             to_scan.append(stored)
     scans = _scan(to_scan, config, source_options, target, executor, progress)
-    time_chunk = store.state().time_chunk if target.layout else config.store.chunks.time
+    time_chunk = target.time_chunk or config.store.chunks.time
     plan = plan_ingest(
         scans, target, time_chunk, config.source, source_options, executor.parallelism
     )

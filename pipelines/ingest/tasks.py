@@ -19,6 +19,7 @@ class StoreTarget:
     url: str
     storage_options: dict[str, Any]
     layout: StoreLayout | None = None
+    time_chunk: int | None = None
     axis_seconds: np.ndarray = field(default_factory=lambda: np.empty(0, dtype="int64"))
     committed_seconds: np.ndarray = field(default_factory=lambda: np.empty(0, dtype="int64"))
 
