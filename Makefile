@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench-ingest clean
+.PHONY: demo test lint typecheck bench-ingest bench-forecast bench-forecast-gpu clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 2; }
@@ -28,6 +28,14 @@ typecheck: $(STAMP)
 
 bench-ingest: $(STAMP)
 	$(BIN)/python -m bench.ingest
+
+bench-forecast: $(STAMP)
+	$(BIN)/python -m bench.forecast_inference
+	$(BIN)/python -m bench.forecast_sql
+	$(BIN)/python -m bench.forecast_memory
+
+bench-forecast-gpu: $(STAMP)
+	$(BIN)/python -m bench.forecast_gpu
 
 clean:
 	rm -rf output

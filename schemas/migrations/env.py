@@ -18,6 +18,7 @@ from sqlalchemy import Connection, create_engine, pool
 
 import schemas.registry_tables  # registers models and skill_scores
 import schemas.tables  # registers the core tables on Base.metadata
+from schemas.forecast_tables import is_forecast_partition  # registers forecasts
 
 config = context.config
 target_metadata = schemas.tables.Base.metadata
@@ -30,10 +31,16 @@ def _url() -> str:
     return url or os.environ.get("DATABASE_URL", "sqlite:///output/climate.db")
 
 
+def _not_a_partition(name: str | None, type_: str, parents: object) -> bool:
+    """Autogenerate ignores the forecast partitions made at run time."""
+    return not (type_ == "table" and is_forecast_partition(name))
+
+
 def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
+        include_name=_not_a_partition,
         render_as_batch=connection.dialect.name == "sqlite",
         transactional_ddl=True,
         compare_type=True,

@@ -14,6 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, func, insert, inspect, select
 
+import schemas.forecast_tables  # the forecasts table of migration 0003
 import schemas.registry_tables  # noqa: F401  (the models of migration 0002)
 from pipelines.db import (
     alembic_config,

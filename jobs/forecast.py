@@ -1,0 +1,136 @@
+"""``python -m jobs.forecast --config configs/forecast.yaml``: the forecast Ray Job entrypoint."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import xarray as xr
+from rich.table import Table
+
+from jobs.common import BarProgress, console, read_config, setup_logging
+from pipelines.db import make_engine, migrate
+from pipelines.errors import ClimateError, ConfigError
+from pipelines.forecast.runner import ForecastSummary, execute_forecast, prepare_forecast
+from pipelines.ray_data import ensure_ray
+from pipelines.testing_models import fit_diurnal_model
+from schemas.forecast_config import ForecastConfig, ModelFile
+from schemas.settings import load_settings
+
+EXIT_CLEAN, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+_SAMPLE_ROWS = 5
+
+
+def print_summary(summary: ForecastSummary) -> None:
+    """The end-of-run report: model, device, counts, timings."""
+    table = Table(title=f"forecast run {summary.run_id}: {summary.status}", show_header=False)
+    seconds = summary.seconds
+    rows = [
+        ("model", f"{summary.model['name']} {summary.model['version']}"),
+        ("model sha256", summary.model["sha256"]),
+        ("analysis", summary.analysis_url),
+        ("forecast store", summary.zarr_url),
+        ("device", summary.device),
+        ("actors / nodes", f"{summary.actors} / {len(summary.nodes)}"),
+        ("initial times", summary.init_times),
+        ("lead times (h)", _leads(summary.lead_hours)),
+        ("fields", summary.fields),
+        ("rows in forecasts table", summary.rows),
+        ("fields/s (compute)", f"{summary.fields_per_second:.1f}"),
+        (
+            "seconds plan/compute/commit",
+            " / ".join(f"{seconds.get(k, 0.0):.1f}" for k in ("plan", "compute", "commit")),
+        ),
+    ]
+    for key, value in rows:
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+def _leads(hours: list[int]) -> str:
+    return (
+        ", ".join(map(str, hours)) if len(hours) <= 8 else f"{hours[0]}..{hours[-1]} ({len(hours)})"
+    )
+
+
+def print_sample(summary: ForecastSummary) -> None:
+    """A few forecast values from the store the run wrote."""
+    store = xr.open_zarr(summary.zarr_url)
+    name = next(iter(store.data_vars))
+    field = store[name].isel(init_time=-1)
+    lat, lon = store.sizes["lat"] // 2, store.sizes["lon"] // 2
+    table = Table(title=f"{name} at lat {float(store.lat[lat]):g}, lon {float(store.lon[lon]):g}")
+    for column in ("init time", "lead (h)", "valid time", f"{name} [{field.attrs.get('units')}]"):
+        table.add_column(column)
+    for k in range(min(_SAMPLE_ROWS, store.sizes["lead_time"])):
+        value = float(field.isel(lead_time=k, lat=lat, lon=lon))
+        table.add_row(
+            str(store.init_time.values[-1])[:16],
+            str(int(store.lead_time.values[k] / 3.6e12)),
+            str(store.valid_time.values[-1, k])[:16],
+            f"{value:.2f}",
+        )
+    console.print(table)
+
+
+def _fit_demo_model(config: ForecastConfig) -> None:
+    if not isinstance(config.model, ModelFile) or Path(config.model.path).exists():
+        return
+    if config.model.card:
+        raise ConfigError("--fit-demo-model writes the card beside the model: unset model.card")
+    console.print(f"fitting the demo model {config.model.path} on {config.analysis}")
+    fit_diurnal_model(xr.open_zarr(config.analysis).load(), config.model.path)
+
+
+def predict(
+    config_path: str, overrides: list[str], verbose: bool = False, fit_demo_model: bool = False
+) -> int:
+    """Run one forecast; returns the exit status (0 succeeded, 1 run failed, 2 bad input)."""
+    setup_logging(verbose)
+    try:
+        config = read_config(ForecastConfig, config_path, overrides)
+        settings = load_settings()
+        engine = make_engine(settings.database_url)
+        migrate(engine)
+        if fit_demo_model:
+            _fit_demo_model(config)
+        ensure_ray(config.ray, settings)
+        prepared = prepare_forecast(config, settings)
+    except ClimateError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return EXIT_ERROR
+    try:
+        with BarProgress() as progress:
+            summary = execute_forecast(prepared, engine, progress)
+    except ClimateError as exc:
+        console.print(f"[red]run {prepared.run_id} failed:[/red] {exc}")
+        return EXIT_FAILED
+    print_summary(summary)
+    print_sample(summary)
+    return EXIT_CLEAN
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.forecast", description=__doc__)
+    parser.add_argument("--config", required=True, help="forecast YAML config")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override, e.g. device=cpu",
+    )
+    parser.add_argument(
+        "--fit-demo-model",
+        action="store_true",
+        help="fit the demo model on the analysis store when model.path does not exist",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    return predict(args.config, args.overrides, args.verbose, args.fit_demo_model)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Batch forecasts: ONNX models rolled out on Ray Data actors into Zarr and the forecasts table."""

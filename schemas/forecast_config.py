@@ -1,0 +1,151 @@
+"""``climate predict``: which model, which initial times, which lead times, where to write."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+
+from schemas.config import RayConfig, StorageOptions, StrictModel
+
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{value.isoformat()} has no time zone; write it as ...Z (UTC)")
+    return value
+
+
+class ModelFile(StrictModel):
+    """An ONNX file and its card (``model.card.json`` beside the file when omitted)."""
+
+    kind: Literal["file"] = "file"
+    path: str
+    card: str | None = None
+
+
+class ModelVersion(StrictModel):
+    """A model from the registry: a version, or ``promoted`` for the promoted one."""
+
+    kind: Literal["registry"] = "registry"
+    version: str = "promoted"
+
+
+def _model_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("kind") or ("registry" if "version" in value else "file"))
+    return str(getattr(value, "kind", "file"))
+
+
+ModelSource = Annotated[
+    Annotated[ModelFile, Tag("file")] | Annotated[ModelVersion, Tag("registry")],
+    Discriminator(_model_kind),
+]
+
+
+class InitList(StrictModel):
+    """These initial times (UTC)."""
+
+    kind: Literal["list"]
+    times: list[datetime] = Field(min_length=1)
+
+    @field_validator("times")
+    @classmethod
+    def _utc_times(cls, times: list[datetime]) -> list[datetime]:
+        return [_utc(t) for t in times]
+
+
+class InitRange(StrictModel):
+    """Every ``step_hours`` from ``start`` to ``end`` (both included)."""
+
+    kind: Literal["range"]
+    start: datetime
+    end: datetime
+    step_hours: int = Field(default=24, ge=1)
+
+    _utc_bounds = field_validator("start", "end")(_utc)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> InitRange:
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        return self
+
+
+class InitLatest(StrictModel):
+    """The newest ``count`` times of the store, ``step_hours`` apart, newest last."""
+
+    kind: Literal["latest"]
+    count: int = Field(default=1, ge=1)
+    step_hours: int = Field(default=1, ge=1)
+
+
+InitTimes = Annotated[InitList | InitRange | InitLatest, Field(discriminator="kind")]
+
+
+class LeadRange(StrictModel):
+    """Every ``step_hours`` up to ``max_hours`` (included)."""
+
+    max_hours: int = Field(ge=1)
+    step_hours: int = Field(default=1, ge=1)
+
+    @property
+    def hours(self) -> list[int]:
+        return list(range(self.step_hours, self.max_hours + 1, self.step_hours))
+
+
+class ZarrOutput(StrictModel):
+    """The forecast Zarr store; a re-run of the same run id replaces it."""
+
+    url: str
+    lat_chunk: int = Field(default=256, ge=1)
+    lon_chunk: int = Field(default=256, ge=1)
+
+
+class ForecastOutput(StrictModel):
+    """Where forecasts go: the Zarr store, and the ``forecasts`` table when ``write_sql``."""
+
+    zarr: ZarrOutput
+    write_sql: bool = True
+    sql_rows_per_copy: int = Field(default=200_000, ge=1_000, description="rows per COPY chunk")
+
+
+class ForecastConfig(StrictModel):
+    """``climate predict``: an ONNX model rolled out from analysis initial conditions."""
+
+    analysis: str = Field(description="analysis Zarr store URL (local path or s3://)")
+    model: ModelSource
+    init_times: InitTimes
+    lead_times: list[int] | LeadRange = Field(description="hours, or {max_hours, step_hours}")
+    max_lead_hours: int = Field(default=240, ge=1, description="refuse longer lead times")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(default=4, ge=1, description="initial times per model call")
+    concurrency: int | None = Field(
+        default=None, ge=1, description="predictor actors; all CPUs (GPUs) / per-actor share"
+    )
+    cpus_per_actor: float = Field(default=1.0, gt=0, description="also ORT intra-op threads")
+    gpus_per_actor: float = Field(default=1.0, gt=0, le=1, description="with device cuda")
+    output: ForecastOutput
+    run_id: str | None = Field(
+        default=None, pattern=RUN_ID_PATTERN, description="a re-run of the same id replaces it"
+    )
+    ray: RayConfig = RayConfig()
+    storage: StorageOptions = StorageOptions()
+
+    @field_validator("lead_times")
+    @classmethod
+    def _positive(cls, value: list[int] | LeadRange) -> list[int] | LeadRange:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("give at least one lead time")
+            if any(hours < 1 for hours in value):
+                raise ValueError(f"lead times must be positive hours, got {value}")
+        return value
+
+    @property
+    def lead_hours(self) -> list[int]:
+        """Sorted unique lead times in hours."""
+        hours = self.lead_times if isinstance(self.lead_times, list) else self.lead_times.hours
+        return sorted(set(hours))
