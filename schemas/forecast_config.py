@@ -27,10 +27,11 @@ class ModelFile(StrictModel):
 
 
 class ModelVersion(StrictModel):
-    """A model from the registry: a version, or ``promoted`` for the promoted one."""
+    """A model from the registry (MODEL_REGISTRY_URL): a version, or the promoted one."""
 
     kind: Literal["registry"] = "registry"
-    version: str = "promoted"
+    name: str = Field(min_length=1)
+    version: str = Field(default="promoted", description="a version, or `promoted`")
 
 
 def _model_kind(value: Any) -> str:

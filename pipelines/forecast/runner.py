@@ -25,13 +25,15 @@ from sqlalchemy import Engine
 
 from pipelines import errors
 from pipelines.analysis_store import AnalysisStore
-from pipelines.errors import ClimateError, ConfigError, ModelError, SourceError
+from pipelines.db import make_engine
+from pipelines.errors import ClimateError, ModelError, SourceError
 from pipelines.forecast.plan import ForecastPlan, build_plan
 from pipelines.forecast.predictor import ForecastWorker, WorkerSpec
 from pipelines.forecast.sql_sink import sql_sink, sql_target
 from pipelines.forecast.zarr_sink import ForecastStore
 from pipelines.ledger import RunLedger
 from pipelines.model_runtime import Device, ModelRuntime, check_dataset, cuda_available, load_card
+from pipelines.registry import ModelRegistry
 from pipelines.storage import fsspec_options
 from schemas.forecast_config import ForecastConfig, ModelFile
 from schemas.model_card import ModelCard, card_path_for
@@ -93,13 +95,16 @@ class ForecastSummary:
         }
 
 
-def resolve_model(config: ForecastConfig) -> tuple[Path, ModelCard]:
-    """The ONNX file and card the config names."""
+def resolve_model(config: ForecastConfig, settings: Settings) -> tuple[Path, ModelCard]:
+    """The ONNX file and card the config names: a local file, or a verified registry copy."""
     if not isinstance(config.model, ModelFile):
-        raise ConfigError(
-            f"model.version {config.model.version!r}: the model registry is not available in "
-            "this version; set model.path (and model.card) to an ONNX file"
-        )
+        engine = make_engine(settings.database_url)
+        try:
+            registry = ModelRegistry.from_settings(engine, settings, storage=config.storage)
+            version = None if config.model.version == "promoted" else config.model.version
+            return registry.fetch(config.model.name, version)
+        finally:
+            engine.dispose()
     path = Path(config.model.path)
     card_path = Path(config.model.card) if config.model.card else card_path_for(path)
     if not path.is_file():
@@ -225,7 +230,7 @@ def prepare_forecast(config: ForecastConfig, settings: Settings) -> PreparedFore
         What is wrong and how to fix it; nothing was written.
     """
     started = time.perf_counter()
-    onnx_path, card = resolve_model(config)
+    onnx_path, card = resolve_model(config, settings)
     options = fsspec_options(config.analysis, config.storage, settings)
     state = AnalysisStore(config.analysis, options).state()
     check_dataset(card, state.layout, where=config.analysis)

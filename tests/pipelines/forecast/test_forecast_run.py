@@ -14,6 +14,7 @@ from pipelines.errors import ClimateError, ConfigError, ModelError, SchemaError,
 from pipelines.forecast.runner import prepare_forecast, run_forecast
 from pipelines.ledger import RunLedger
 from pipelines.model_runtime import cuda_available
+from schemas.forecast_config import ForecastConfig
 from schemas.settings import Settings
 from tests.pipelines.forecast.helpers import (
     bare_forecast,
@@ -177,3 +178,28 @@ def test_a_failing_run_leaves_nothing_visible(
     assert staging_leftovers(engine) == 0
     record = RunLedger(engine).get("doomed")
     assert record is not None and record.status == "failed" and record.error
+
+
+def test_promoted_model_from_the_registry(
+    tmp_path: Path, analysis: tuple[Path, xr.Dataset], engine: Engine
+) -> None:
+    """``model: {name, version: promoted}`` fetches the promoted version, verified, and runs it."""
+    from pipelines.registry import ModelRegistry
+
+    store, dataset = analysis
+    model, card = make_model(tmp_path, dataset)
+    registry = ModelRegistry(engine, str(tmp_path / "registry"))
+    registry.register(model)
+    registry.promote(card.name, card.version)
+    settings = _settings(engine).model_copy(
+        update={"model_registry_url": str(tmp_path / "registry")}
+    )
+    data = forecast_config(store, model, tmp_path / "f.zarr", run_id="from-registry").model_dump()
+    data["model"] = {"kind": "registry", "name": card.name, "version": "promoted"}
+    config = ForecastConfig.model_validate(data)
+    summary = run_forecast(config, settings, engine)
+    assert summary.status == "succeeded"
+    assert xr.open_zarr(tmp_path / "f.zarr").attrs["model"]["sha256"] == card.sha256
+    registry.retire(card.name, card.version, force=True)
+    with pytest.raises(ModelError, match="promoted"):
+        prepare_forecast(config, settings)
