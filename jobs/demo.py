@@ -1,6 +1,7 @@
 """``make demo``: the main job end to end on the embedded defaults (local files, SQLite, local Ray).
 
-Ingests the bundled ERA5 sample into ``output/analysis.zarr`` and prints what it wrote.
+Ingests the bundled ERA5 sample into ``output/analysis.zarr`` and prints what it wrote, then
+runs a forecast from it into ``output/forecast.zarr`` and the ``forecasts`` table.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import sys
 import xarray as xr
 
 from jobs.common import console
+from jobs.forecast import predict
 from jobs.ingest import EXIT_CLEAN, ingest
 
 INGEST_CONFIG = "configs/ingest.yaml"
+FORECAST_CONFIG = "configs/forecast.yaml"
 
 
 def main() -> int:
@@ -29,7 +32,8 @@ def main() -> int:
         f"mean {float(t2m.mean()):.2f} K, "
         f"min {float(t2m.min()):.2f} K, max {float(t2m.max()):.2f} K"
     )
-    return EXIT_CLEAN
+    console.print("\n[bold]forecast[/bold] from the latest analysis times")
+    return predict(FORECAST_CONFIG, [], fit_demo_model=True)
 
 
 if __name__ == "__main__":
