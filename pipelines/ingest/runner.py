@@ -60,6 +60,7 @@ class IngestSummary:
     chunks_written: int = 0
     bytes_written: int = 0
     seconds: float = 0.0
+    worker_seconds: dict[str, float] = field(default_factory=dict)  # summed over tasks
     failures: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -250,6 +251,9 @@ class _CommitTracker:
         if result.ok:
             self.summary.chunks_written += len(result.chunks)
             self.summary.bytes_written += result.bytes_written
+        seconds = self.summary.worker_seconds
+        seconds["read"] = seconds.get("read", 0.0) + result.read_seconds
+        seconds["write"] = seconds.get("write", 0.0) + result.write_seconds
         for url in result.files:
             if not result.ok:
                 self.errors[url].append(f"chunks {list(result.chunks)}: {result.error}")
@@ -294,5 +298,6 @@ def _summary_row(summary: IngestSummary) -> dict[str, object]:
         "times_added": summary.times_added,
         "chunks_written": summary.chunks_written,
         "bytes_written": summary.bytes_written,
+        "worker_seconds": {k: round(v, 3) for k, v in summary.worker_seconds.items()},
         "failures": summary.failures,
     }

@@ -80,6 +80,8 @@ class ChunkResult:
     files: tuple[str, ...]
     error: str | None = None
     bytes_written: int = 0
+    read_seconds: float = 0.0
+    write_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:

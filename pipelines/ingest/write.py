@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import xarray as xr
@@ -47,7 +48,9 @@ def write_chunks(task: ChunkTask) -> ChunkResult:
     no partial chunk behind."""
     files = tuple(sorted({piece.stored.url for piece in task.pieces}))
     try:
+        started = time.perf_counter()
         positions, values = _gather(task)
+        read_done = time.perf_counter()
         store = AnalysisStore(task.target.url, task.target.storage_options)
         written = 0
         for start, stop in contiguous_runs(positions):
@@ -57,7 +60,13 @@ def write_chunks(task: ChunkTask) -> ChunkResult:
             written += sum(data.nbytes for data in run.values())
         if set(group_by_chunk(positions, task.time_chunk)) != set(task.chunks):
             raise RuntimeError(f"chunk batch {task.chunks} wrote outside its chunks")
-        return ChunkResult(chunks=task.chunks, files=files, bytes_written=written)
+        return ChunkResult(
+            chunks=task.chunks,
+            files=files,
+            bytes_written=written,
+            read_seconds=read_done - started,
+            write_seconds=time.perf_counter() - read_done,
+        )
     except Exception as exc:  # reported per file in the run summary; the run goes on
         log.info("chunks %s failed: %s", task.chunks, exc)
         message = str(exc) if isinstance(exc, ClimateError) else f"{type(exc).__name__}: {exc}"
