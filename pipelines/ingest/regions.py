@@ -69,7 +69,7 @@ def batch_chunks(
     ordered = sorted(chunk_sources)
     if not ordered:
         return []
-    limit = max(1, min(max_per_batch, -(-len(ordered) // max(1, min_batches))))
+    limit = max(1, min(max_per_batch, len(ordered) // max(1, min_batches)))
     batches: list[list[int]] = [[ordered[0]]]
     for chunk in ordered[1:]:
         current = batches[-1]
