@@ -51,5 +51,29 @@ def predict_command(
     raise typer.Exit(predict(config, overrides or [], verbose, fit_demo_model))
 
 
+@app.command("train")
+def train_command(
+    config: ConfigOption = "configs/train.yaml",
+    overrides: SetOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Train the reference model; export ONNX and its model card (needs the train extra)."""
+    from jobs.train import train
+
+    raise typer.Exit(train(config, overrides or [], verbose))
+
+
+@app.command("evaluate")
+def evaluate_command(
+    config: ConfigOption = "configs/evaluate.yaml",
+    overrides: SetOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Score a model against persistence and climatology: skill table and report."""
+    from jobs.evaluate import evaluate
+
+    raise typer.Exit(evaluate(config, overrides or [], verbose))
+
+
 def main() -> None:
     app()

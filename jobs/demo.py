@@ -1,7 +1,9 @@
 """``make demo``: the main job end to end on the embedded defaults (local files, SQLite, local Ray).
 
-Ingests the bundled ERA5 sample into ``output/analysis.zarr`` and prints what it wrote, then
-runs a forecast from it into ``output/forecast.zarr`` and the ``forecasts`` table.
+Ingests the bundled ERA5 sample into ``output/analysis.zarr`` and prints what it wrote, scores
+the shipped reference model on the held-out last week against persistence and climatology
+(skill table in the database, report in ``output/reports/evaluate``), then runs a forecast with
+it into ``output/forecast.zarr`` and the ``forecasts`` table.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import sys
 import xarray as xr
 
 from jobs.common import console
+from jobs.evaluate import EXIT_OK, evaluate
 from jobs.forecast import predict
 from jobs.ingest import EXIT_CLEAN, ingest
 
 INGEST_CONFIG = "configs/ingest.yaml"
+EVALUATE_CONFIG = "configs/evaluate.yaml"
 FORECAST_CONFIG = "configs/forecast.yaml"
 
 
@@ -32,8 +36,12 @@ def main() -> int:
         f"mean {float(t2m.mean()):.2f} K, "
         f"min {float(t2m.min()):.2f} K, max {float(t2m.max()):.2f} K"
     )
+    console.print("\n[bold]evaluation[/bold] of the shipped model on the held-out week")
+    status = evaluate(EVALUATE_CONFIG, [])
+    if status != EXIT_OK:
+        return status
     console.print("\n[bold]forecast[/bold] from the latest analysis times")
-    return predict(FORECAST_CONFIG, [], fit_demo_model=True)
+    return predict(FORECAST_CONFIG, [])
 
 
 if __name__ == "__main__":

@@ -51,12 +51,17 @@ def _judge(row: SkillRow, margin: float) -> str | None:
     if _passes(model, threshold, margin):
         return None
     gain = (1.0 - model / baseline) * 100.0 if baseline > 0 else float("-inf")
+    standing = f"{gain:.1f}% below" if gain >= 0 else f"{-gain:.1f}% above"
     needed = f"at least {margin:.0%} below it (<= {threshold:.4g})" if margin > 0 else "below it"
     return (
-        f"{where}: RMSE {model:.4g} is {gain:.1f}% below the better baseline {baseline:.4g} "
-        f"(persistence {row.persistence_value}, climatology {row.climatology_value}); "
-        f"it must be {needed}"
+        f"{where}: RMSE {model:.4g} is {standing} the better baseline {baseline:.4g} "
+        f"(persistence {_number(row.persistence_value)}, "
+        f"climatology {_number(row.climatology_value)}); it must be {needed}"
     )
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
 
 
 def gate_problems(

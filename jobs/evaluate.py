@@ -1,0 +1,172 @@
+"""``python -m jobs.evaluate --config configs/evaluate.yaml``: score a model against baselines.
+
+Rolls the model forward from every initial time of the held-out period, scores it and both
+baselines per variable and lead time, records the scores in the skill table and writes a
+Markdown + PNG report. Exit status: 0 it ran (whatever the verdict), 1 the model was refused
+(corrupt file, wrong sha256, graph not matching its card), 2 configuration or data error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.markup import escape
+from rich.table import Table
+from sqlalchemy import Engine
+
+from jobs.common import console, read_config, setup_logging
+from pipelines.errors import ClimateError, ModelError
+from pipelines.evaluate.scoring import Scores
+from schemas.evaluate_config import EvaluateConfig, LocalModel
+from schemas.model_card import ModelCard, card_path_for
+from schemas.settings import Settings
+
+EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
+
+
+def skill_table(scores: Scores, title: str) -> Table:
+    """RMSE of the model and both baselines per channel and lead, with the ratio and ACC."""
+    table = Table(title=title, caption="ratio = model / min(persistence, climatology)")
+    for column in (
+        "variable", "lead", "inits", "model", "persistence", "climatology", "ratio", "ACC",
+    ):  # fmt: skip
+        table.add_column(column, justify="right")
+    v = scores.values
+    for c, name in enumerate(scores.channel_names):
+        for j, lead in enumerate(scores.lead_hours):
+            model = float(v[("rmse", "model")][c, j])
+            pers = float(v[("rmse", "persistence")][c, j])
+            clim = float(v[("rmse", "climatology")][c, j])
+            ratio = model / min(pers, clim)
+            style = "green" if ratio < 1 else "red"
+            table.add_row(
+                name, str(lead), str(scores.n_inits[j]), f"{model:.3f}", f"{pers:.3f}",
+                f"{clim:.3f}", f"[{style}]{ratio:.3f}[/{style}]",
+                f"{float(v[('acc', 'model')][c, j]):.3f}",
+            )  # fmt: skip
+    return table
+
+
+def print_verdict(problems: Sequence[str]) -> None:
+    """The promotion gate's verdict, one line per failing (variable, lead)."""
+    if not problems:
+        console.print("promotion gate: [green]passes[/green]")
+        return
+    console.print("promotion gate: [red]fails[/red]")
+    for problem in problems:
+        console.print(f"  - {escape(problem)}", highlight=False)
+
+
+def _resolve_model(
+    config: EvaluateConfig, engine: Engine, settings: Settings
+) -> tuple[Path, ModelCard]:
+    from pipelines.model_runtime import load_card
+
+    source = config.model
+    if isinstance(source, LocalModel):
+        path = Path(source.path)
+        return path, load_card(source.card or card_path_for(path))
+    from pipelines.registry import ModelRegistry
+
+    registry = ModelRegistry.from_settings(engine, settings, config.storage)
+    return registry.fetch(source.name, None if source.version == "promoted" else source.version)
+
+
+def _run(config: EvaluateConfig, settings: Settings, engine: Engine, run_id: str) -> int:
+    from pipelines.evaluate.report import write_report
+    from pipelines.evaluate.runner import evaluate_model
+    from pipelines.evaluate.scoring import skill_rows
+    from pipelines.ledger import RunLedger
+    from pipelines.model_runtime import ModelRuntime
+    from pipelines.skill_gate import gate_problems
+    from pipelines.skill_table import SkillTable
+    from pipelines.storage import fsspec_options
+    from pipelines.training.fields import load_fields
+
+    path, card = _resolve_model(config, engine, settings)
+    runtime = ModelRuntime.load(path, card, device=config.device, threads=config.threads)
+    options = fsspec_options(config.analysis, config.storage, settings)
+    fields = load_fields(
+        config.analysis, card.inputs.variables, card.inputs.levels, options, card=card
+    )
+    scores = evaluate_model(runtime, fields, config.split, config.lead_hours, config.batch_size)
+    rows = skill_rows(scores)
+    if config.record:
+        SkillTable(engine).record(run_id, card.name, card.version, card.sha256, rows)
+    problems = gate_problems(rows, card.channel_names)
+    report = write_report(
+        scores,
+        config.report.dir,
+        f"Evaluation of {card.name} {card.version}",
+        problems,
+        config.report.map_leads,
+        notes=[
+            f"run {run_id}; model sha256 {card.sha256}",
+            f"analysis {config.analysis}; climatology from the training period only",
+        ],
+    )
+    RunLedger(engine).finish(
+        run_id,
+        "succeeded",
+        summary={
+            "model": card.name,
+            "version": card.version,
+            "sha256": card.sha256,
+            "rows": len(rows),
+            "report": str(report),
+            "gate_passes": not problems,
+        },
+    )
+    console.print(skill_table(scores, f"{card.name} {card.version}: lat-weighted RMSE"))
+    print_verdict(problems)
+    console.print(f"report: {report}", highlight=False)
+    return EXIT_OK
+
+
+def evaluate(config_path: str, overrides: list[str], verbose: bool = False) -> int:
+    """Run one evaluation; returns the exit status (0 ran, 1 model refused, 2 error)."""
+    setup_logging(verbose)
+    try:
+        from pipelines.db import make_engine, migrate
+        from pipelines.ledger import RunLedger
+        from schemas.settings import load_settings
+
+        config = read_config(EvaluateConfig, config_path, overrides)
+        settings = load_settings()
+        engine = make_engine(settings.database_url)
+        migrate(engine)
+        runs = RunLedger(engine)
+        run_id = runs.start("evaluate", config.model_dump(mode="json"), config.run_id)
+    except ClimateError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        return EXIT_ERROR
+    try:
+        return _run(config, settings, engine, run_id)
+    except ClimateError as exc:
+        runs.finish(run_id, "failed", error=str(exc))
+        refused = isinstance(exc, ModelError)
+        label = "[red]refused:[/red]" if refused else "[red]error:[/red]"
+        console.print(f"{label} {escape(str(exc))}", highlight=False)
+        return EXIT_REFUSED if refused else EXIT_ERROR
+    except BaseException as exc:
+        runs.finish(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__)
+    parser.add_argument("--config", required=True, help="evaluate YAML config")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="dotted override, e.g. model.path=models/t2m-resconv/model.onnx",
+    )  # fmt: skip
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    return evaluate(args.config, args.overrides, args.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""``python -m jobs.train --config configs/train.yaml``: train, export and score the model.
+
+Reads the analysis store, trains the model on the training periods (seeded), exports
+``model.onnx`` and ``model.card.json`` (the card holds the held-out scores) and optionally
+registers them. Needs the ``train`` extra (PyTorch); running the model never does.
+Exit status: 0 trained, 1 the export was refused (ONNX disagrees with torch, or the registry
+refused it), 2 configuration, data or installation error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.markup import escape
+
+from jobs.common import console, read_config, setup_logging
+from jobs.evaluate import print_verdict, skill_table
+from pipelines.errors import ClimateError, ConfigError, ModelError
+from schemas.train_config import TrainConfig
+
+EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
+
+
+def _require_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            "training needs PyTorch, which is not installed: pip install -e '.[train]' "
+            "(running and evaluating models does not need it)"
+        ) from exc
+
+
+def _train(config: TrainConfig, run_id: str) -> int:
+    from pipelines.db import make_engine
+    from pipelines.ledger import RunLedger
+    from pipelines.storage import fsspec_options
+    from pipelines.training.fields import load_fields
+    from pipelines.training.runner import run_training
+    from schemas.settings import load_settings
+
+    settings = load_settings()
+    engine = make_engine(settings.database_url)
+    options = fsspec_options(config.analysis.url, config.storage, settings)
+    a = config.analysis
+    fields = load_fields(a.url, a.variables, a.levels, options)
+    with console.status("training") as status:
+        result = run_training(config, fields, report=status.update)
+    card = result.card
+    registered = None
+    if config.output.register_model:
+        from pipelines.registry import ModelRegistry
+
+        registry = ModelRegistry.from_settings(engine, settings, config.storage)
+        registered = registry.register(result.onnx_path, card).artefact_url
+    problems = list(card.scores.get("gate_problems", []))
+    RunLedger(engine).finish(
+        run_id,
+        "succeeded",
+        summary={
+            "model": card.name,
+            "version": card.version,
+            "sha256": card.sha256,
+            "onnx": str(result.onnx_path),
+            "card": str(result.card_path),
+            "registered": registered,
+            "seconds": round(result.trained.seconds, 1),
+            "onnx_max_abs_difference": result.max_onnx_difference,
+        },
+    )
+    console.print(skill_table(result.scores, f"{card.name} {card.version} on the held-out period"))
+    print_verdict(problems)
+    console.print(
+        f"wrote {result.onnx_path} and {result.card_path} (sha256 {card.sha256}); "
+        f"trained in {result.trained.seconds:.0f} s; max |ONNX - torch| "
+        f"{result.max_onnx_difference:.2g}"
+        + (f"; registered at {registered}" if registered else ""),
+        highlight=False,
+    )
+    return EXIT_OK
+
+
+def train(config_path: str, overrides: list[str], verbose: bool = False) -> int:
+    """Run one training; returns the exit status (0 trained, 1 refused, 2 error)."""
+    setup_logging(verbose)
+    try:
+        from pipelines.db import make_engine, migrate
+        from pipelines.ledger import RunLedger
+        from schemas.settings import load_settings
+
+        config = read_config(TrainConfig, config_path, overrides)
+        _require_torch()
+        engine = make_engine(load_settings().database_url)
+        migrate(engine)
+        runs = RunLedger(engine)
+        run_id = runs.start("train", config.model_dump(mode="json"), config.run_id)
+    except ClimateError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        return EXIT_ERROR
+    try:
+        return _train(config, run_id)
+    except ClimateError as exc:
+        runs.finish(run_id, "failed", error=str(exc))
+        refused = isinstance(exc, ModelError)
+        label = "[red]refused:[/red]" if refused else "[red]error:[/red]"
+        console.print(f"{label} {escape(str(exc))}", highlight=False)
+        return EXIT_REFUSED if refused else EXIT_ERROR
+    except BaseException as exc:
+        runs.finish(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__)
+    parser.add_argument("--config", required=True, help="train YAML config")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="dotted override, e.g. schedule.epochs=2",
+    )  # fmt: skip
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    return train(args.config, args.overrides, args.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""A tiny training run in seconds: seeded, exported to ONNX, equal under ONNX Runtime."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="training needs the train extra (PyTorch)")
+
+from pipelines.errors import ModelError  # noqa: E402
+from pipelines.model_runtime import ModelRuntime, file_sha256  # noqa: E402
+from pipelines.training.export import check_equivalence  # noqa: E402
+from pipelines.training.fields import Fields, load_fields, split_masks  # noqa: E402
+from pipelines.training.model import AnomalyCore, RawFieldModel  # noqa: E402
+from pipelines.training.runner import run_training  # noqa: E402
+from pipelines.training.train import train_model  # noqa: E402
+from schemas.train_config import ModelDesign, Schedule, TimeRange, TrainConfig  # noqa: E402
+from tests.pipelines.evaluate.stores import synthetic_store  # noqa: E402
+
+TINY_DESIGN = ModelDesign(history=6, lags=[0, 1, 5], mean_window=6, hidden=4, layers=1)
+TINY_SCHEDULE = Schedule(epochs=3, rollout_steps=3, stride=4, batch_size=16, learning_rate=1e-2)
+HELD_OUT = TimeRange(start=datetime(2020, 1, 8, tzinfo=UTC))
+# float32 graph vs float32 torch on ~270 K fields: differences of a few ulp (3e-5 K)
+TOLERANCE_K = 1e-4
+
+
+@pytest.fixture(scope="module")
+def fields(tmp_path_factory: pytest.TempPathFactory) -> Fields:
+    store = synthetic_store(tmp_path_factory.mktemp("store") / "analysis.zarr")
+    return load_fields(str(store), ["t2m"])
+
+
+def _train(fields: Fields, seed: int = 0) -> RawFieldModel:
+    train_mask, _ = split_masks(fields.times, HELD_OUT, None)
+    schedule = TINY_SCHEDULE.model_copy(update={"seed": seed})
+    return train_model(fields, train_mask, TINY_DESIGN, schedule, report=lambda _: None).model
+
+
+def test_untrained_model_is_anomaly_persistence(fields: Fields) -> None:
+    clim = np.random.default_rng(0).normal(280, 2, (24, 1, 7, 9)).astype(np.float32)
+    core = AnomalyCore(TINY_DESIGN, 1, fields.lat, fields.lon)
+    model = RawFieldModel(core, clim, np.array([2.0]))
+    x = torch.as_tensor(fields.values[10:16][None])
+    hour = torch.tensor([16 % 24])
+    with torch.no_grad():
+        y = model(x, hour).numpy()
+    expected = fields.values[15] - clim[15] + clim[16]
+    np.testing.assert_allclose(y[0], expected, rtol=1e-6)
+
+
+def test_training_is_seeded_and_reproducible(fields: Fields) -> None:
+    first, again, other = _train(fields), _train(fields), _train(fields, seed=1)
+    for (name, a), (_, b) in zip(
+        first.state_dict().items(), again.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    differ = [
+        not torch.equal(a, b)
+        for a, b in zip(first.state_dict().values(), other.state_dict().values(), strict=True)
+    ]
+    assert any(differ)
+
+
+def test_training_never_sees_the_held_out_period(fields: Fields) -> None:
+    _, held = split_masks(fields.times, HELD_OUT, None)
+    changed = fields.values.copy()
+    changed[held] += 25.0
+    other = Fields(changed, fields.times, fields.lat, fields.lon, fields.channel_names)
+    for a, b in zip(
+        _train(fields).state_dict().values(), _train(other).state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+
+
+def test_training_improves_on_the_untrained_model(fields: Fields) -> None:
+    train_mask, _ = split_masks(fields.times, HELD_OUT, None)
+    trained = train_model(fields, train_mask, TINY_DESIGN, TINY_SCHEDULE, lambda _: None)
+    assert trained.losses[-1] < trained.losses[0]
+    assert trained.climatology.shape == (24, 1, 7, 9) and trained.scale.shape == (1,)
+
+
+def test_export_runs_under_onnx_runtime_like_torch(fields: Fields, tmp_path: Path) -> None:
+    config = TrainConfig.model_validate(
+        {
+            "analysis": {"url": "unused"},
+            "split": {"held_out": HELD_OUT.model_dump()},
+            "design": TINY_DESIGN.model_dump(),
+            "schedule": TINY_SCHEDULE.model_dump(),
+            "output": {"dir": str(tmp_path / "model"), "name": "tiny", "version": "t1"},
+            "lead_hours": [1, 2, 3],
+        }
+    )
+    result = run_training(config, fields, report=lambda _: None)
+    card = result.card
+    assert result.onnx_path.exists() and result.card_path.exists()
+    assert card.sha256 == file_sha256(result.onnx_path) and card.version == "t1"
+    assert card.inputs.history == 6 and card.channel_names == ["t2m"]
+    assert card.training["held_out"] == [["2020-01-08T00:00:00Z", "2020-01-10T23:00:00Z"]]
+    assert set(card.scores["scores"]["t2m"]) == {"rmse", "bias", "mae", "acc"}
+    assert result.max_onnx_difference <= TOLERANCE_K
+
+    runtime = ModelRuntime.load(result.onnx_path, card, device="cpu", threads=1)
+    batch = np.stack([fields.values[s : s + 6] for s in (0, 50, 200, 230)])
+    hours = (fields.hours[[5, 55, 205, 235]] + 1) % 24
+    with torch.no_grad():
+        expected = result.trained.model(torch.as_tensor(batch), torch.as_tensor(hours)).numpy()
+    np.testing.assert_allclose(runtime.step(batch, hours), expected, atol=TOLERANCE_K, rtol=0)
+    assert check_equivalence(result.trained.model, runtime, batch, hours, TOLERANCE_K) < TOLERANCE_K
+
+    other = _train(fields, seed=5)  # a different model must fail the equivalence check
+    with pytest.raises(ModelError, match="differs from the trained torch model"):
+        check_equivalence(other, runtime, batch, hours, TOLERANCE_K)
+
+
+def test_several_variables_train_export_and_score_per_channel(tmp_path: Path) -> None:
+    from pipelines.synthetic import synthetic_dataset
+    from tests.pipelines.evaluate.stores import SYNTHETIC_LAT, SYNTHETIC_LON
+
+    dataset = synthetic_dataset(240, ["t2m", "msl"], lat=SYNTHETIC_LAT, lon=SYNTHETIC_LON, seed=1)
+    dataset.to_zarr(tmp_path / "two.zarr", zarr_format=2, consolidated=True)
+    fields = load_fields(str(tmp_path / "two.zarr"), ["t2m", "msl"])
+    config = TrainConfig.model_validate(
+        {
+            "analysis": {"url": "unused", "variables": ["t2m", "msl"]},
+            "split": {"held_out": HELD_OUT.model_dump()},
+            "design": TINY_DESIGN.model_dump(),
+            "schedule": TINY_SCHEDULE.model_dump(),
+            "output": {"dir": str(tmp_path / "model"), "tolerance_k": 0.05},  # msl ~ 1e5 Pa
+            "lead_hours": [1, 6],
+        }
+    )
+    result = run_training(config, fields, report=lambda _: None)
+    assert result.card.channel_names == ["t2m", "msl"]
+    assert result.trained.scale.shape == (2,) and result.trained.scale[1] > result.trained.scale[0]
+    assert result.max_onnx_difference <= 0.05  # msl ~ 1e5 Pa: a float32 ulp is ~0.008
+    assert set(result.card.scores["scores"]) == {"t2m", "msl"}
