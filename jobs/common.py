@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -17,11 +20,49 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from pipelines.errors import ConfigError
+from pipelines.errors import ClimateError, ConfigError, ModelError
 from schemas.config import load_config
+
+if TYPE_CHECKING:
+    from pipelines.ledger import RunLedger
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 console = Console(stderr=True)
+EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
+
+
+def job_parser(prog: str, description: str | None, example: str) -> argparse.ArgumentParser:
+    """The arguments every entrypoint takes: ``--config``, dotted ``--set`` overrides, ``-v``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", required=True, help="YAML config file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"dotted override, e.g. {example}",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+def run_recorded(runs: RunLedger, run_id: str, work: Callable[[], int]) -> int:
+    """Run ``work`` for a started run; a failure marks the run failed and says why.
+
+    Returns the exit status: ``work``'s own, 1 when a model was refused, 2 for other errors.
+    """
+    try:
+        return work()
+    except ClimateError as exc:
+        runs.finish(run_id, "failed", error=str(exc))
+        refused = isinstance(exc, ModelError)
+        label = "[red]refused:[/red]" if refused else "[red]error:[/red]"
+        console.print(f"{label} {escape(str(exc))}", highlight=False)
+        return EXIT_REFUSED if refused else EXIT_ERROR
+    except BaseException as exc:
+        runs.finish(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
 
 
 def read_config(model: type[ModelT], path: str | Path, overrides: list[str] | None) -> ModelT:

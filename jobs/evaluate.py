@@ -8,7 +8,6 @@ Markdown + PNG report. Exit status: 0 it ran (whatever the verdict), 1 the model
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,14 +16,20 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import Engine
 
-from jobs.common import console, read_config, setup_logging
-from pipelines.errors import ClimateError, ModelError
+from jobs.common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    console,
+    job_parser,
+    read_config,
+    run_recorded,
+    setup_logging,
+)
+from pipelines.errors import ClimateError
 from pipelines.evaluate.scoring import Scores
 from schemas.evaluate_config import EvaluateConfig, LocalModel
 from schemas.model_card import ModelCard, card_path_for
 from schemas.settings import Settings
-
-EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
 
 
 def skill_table(scores: Scores, title: str) -> Table:
@@ -143,27 +148,13 @@ def evaluate(config_path: str, overrides: list[str], verbose: bool = False) -> i
     except ClimateError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         return EXIT_ERROR
-    try:
-        return _run(config, settings, engine, run_id)
-    except ClimateError as exc:
-        runs.finish(run_id, "failed", error=str(exc))
-        refused = isinstance(exc, ModelError)
-        label = "[red]refused:[/red]" if refused else "[red]error:[/red]"
-        console.print(f"{label} {escape(str(exc))}", highlight=False)
-        return EXIT_REFUSED if refused else EXIT_ERROR
-    except BaseException as exc:
-        runs.finish(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
-        raise
+    return run_recorded(runs, run_id, lambda: _run(config, settings, engine, run_id))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__)
-    parser.add_argument("--config", required=True, help="evaluate YAML config")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="dotted override, e.g. model.path=models/t2m-resconv/model.onnx",
-    )  # fmt: skip
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser = job_parser(
+        "python -m jobs.evaluate", __doc__, "model.path=models/t2m-resconv/model.onnx"
+    )
     args = parser.parse_args(argv)
     return evaluate(args.config, args.overrides, args.verbose)
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import xarray as xr
 from rich.table import Table
 
-from jobs.common import BarProgress, console, read_config, setup_logging
+from jobs.common import BarProgress, console, job_parser, read_config, setup_logging
 from pipelines.db import make_engine, migrate
 from pipelines.errors import ClimateError, ConfigError
 from pipelines.forecast.runner import ForecastSummary, execute_forecast, prepare_forecast
@@ -112,22 +111,12 @@ def predict(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.forecast", description=__doc__)
-    parser.add_argument("--config", required=True, help="forecast YAML config")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="dotted override, e.g. device=cpu",
-    )
+    parser = job_parser("python -m jobs.forecast", __doc__, "device=cpu")
     parser.add_argument(
         "--fit-demo-model",
         action="store_true",
         help="fit the demo model on the analysis store when model.path does not exist",
     )
-    parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     return predict(args.config, args.overrides, args.verbose, args.fit_demo_model)
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from rich.table import Table
 
-from jobs.common import BarProgress, console, read_config, setup_logging
+from jobs.common import BarProgress, console, job_parser, read_config, setup_logging
 from pipelines.db import make_engine, migrate
 from pipelines.errors import ClimateError
 from pipelines.ingest.runner import IngestSummary, run_ingest
@@ -61,18 +60,7 @@ def ingest(config_path: str, overrides: list[str], verbose: bool = False) -> int
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.ingest", description=__doc__)
-    parser.add_argument("--config", required=True, help="ingest YAML config")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="dotted override, e.g. store.url=out.zarr",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
+    args = job_parser("python -m jobs.ingest", __doc__, "store.url=out.zarr").parse_args(argv)
     return ingest(args.config, args.overrides, args.verbose)
 
 

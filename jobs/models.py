@@ -17,14 +17,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from jobs.common import console, setup_logging
+from jobs.common import EXIT_ERROR, EXIT_REFUSED, console, setup_logging
 from pipelines.errors import ClimateError, ModelError
 
 if TYPE_CHECKING:  # imported when a command runs: `climate --help` stays fast
     from pipelines.registry import ModelRecord, ModelRegistry
     from pipelines.skill_table import SkillRow, SkillTable
 
-EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
 
 app = typer.Typer(
     no_args_is_help=True,

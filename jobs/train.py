@@ -9,17 +9,22 @@ refused it), 2 configuration, data or installation error.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from rich.markup import escape
 
-from jobs.common import console, read_config, setup_logging
+from jobs.common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    console,
+    job_parser,
+    read_config,
+    run_recorded,
+    setup_logging,
+)
 from jobs.evaluate import print_verdict, skill_table
-from pipelines.errors import ClimateError, ConfigError, ModelError
+from pipelines.errors import ClimateError, ConfigError
 from schemas.train_config import TrainConfig
-
-EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
 
 
 def _require_torch() -> None:
@@ -98,27 +103,11 @@ def train(config_path: str, overrides: list[str], verbose: bool = False) -> int:
     except ClimateError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         return EXIT_ERROR
-    try:
-        return _train(config, run_id)
-    except ClimateError as exc:
-        runs.finish(run_id, "failed", error=str(exc))
-        refused = isinstance(exc, ModelError)
-        label = "[red]refused:[/red]" if refused else "[red]error:[/red]"
-        console.print(f"{label} {escape(str(exc))}", highlight=False)
-        return EXIT_REFUSED if refused else EXIT_ERROR
-    except BaseException as exc:
-        runs.finish(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
-        raise
+    return run_recorded(runs, run_id, lambda: _train(config, run_id))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__)
-    parser.add_argument("--config", required=True, help="train YAML config")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="dotted override, e.g. schedule.epochs=2",
-    )  # fmt: skip
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser = job_parser("python -m jobs.train", __doc__, "schedule.epochs=2")
     args = parser.parse_args(argv)
     return train(args.config, args.overrides, args.verbose)
 
