@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from jobs.models import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, app
+from jobs.common import EXIT_ERROR, EXIT_OK, EXIT_REFUSED
+from jobs.models import app
 from pipelines.db import make_engine
 from pipelines.ledger import RunLedger
 from pipelines.skill_table import SkillTable
