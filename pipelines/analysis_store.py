@@ -78,6 +78,24 @@ def from_seconds(seconds: np.ndarray) -> np.ndarray:
     return np.asarray(seconds, dtype="int64").astype("datetime64[s]").astype("datetime64[ns]")
 
 
+def open_group(url: str, storage_options: dict[str, Any], mode: str, what: str) -> zarr.Group:
+    """The Zarr v2 root group at ``url``, read from the array metadata (not the consolidated
+    copy); errors name the store and the cause."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)
+            return zarr.open_group(
+                store=url,
+                mode=mode,  # type: ignore[arg-type]
+                storage_options=storage_options or None,
+                zarr_format=2,
+                use_consolidated=False,
+            )
+    except Exception as exc:
+        reason = explain_storage_error(url, exc)
+        raise StoreError(f"{url}: cannot open the {what} ({reason})") from exc
+
+
 def _array(group: zarr.Group, name: str) -> zarr.Array:
     node = group[name]
     if not isinstance(node, zarr.Array):
@@ -103,21 +121,7 @@ class AnalysisStore:
         self.storage_options = storage_options or {}
 
     def _group(self, mode: str) -> zarr.Group:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", category=UserWarning)
-                return zarr.open_group(
-                    store=self.url,
-                    mode=mode,  # type: ignore[arg-type]
-                    storage_options=self.storage_options or None,
-                    zarr_format=2,
-                    use_consolidated=False,
-                )
-        except Exception as exc:
-            raise StoreError(
-                f"{self.url}: cannot open the analysis store "
-                f"({explain_storage_error(self.url, exc)})"
-            ) from exc
+        return open_group(self.url, self.storage_options, mode, "analysis store")
 
     def exists(self) -> bool:
         try:

@@ -19,6 +19,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from pipelines.analysis_store import open_group
 from pipelines.errors import StoreError
 from pipelines.forecast.plan import HOUR
 from pipelines.storage import explain_storage_error
@@ -47,21 +48,7 @@ class ForecastStore:
         self._group_cache: zarr.Group | None = None
 
     def _group(self, mode: str) -> zarr.Group:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", category=UserWarning)
-                return zarr.open_group(
-                    store=self.url,
-                    mode=mode,  # type: ignore[arg-type]
-                    storage_options=self.storage_options or None,
-                    zarr_format=2,
-                    use_consolidated=False,
-                )
-        except Exception as exc:
-            raise StoreError(
-                f"{self.url}: cannot open the forecast store "
-                f"({explain_storage_error(self.url, exc)})"
-            ) from exc
+        return open_group(self.url, self.storage_options, mode, "forecast store")
 
     def create(
         self,
