@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import dask.array
 import numcodecs
@@ -94,6 +94,31 @@ def open_group(url: str, storage_options: dict[str, Any], mode: str, what: str) 
     except Exception as exc:
         reason = explain_storage_error(url, exc)
         raise StoreError(f"{url}: cannot open the {what} ({reason})") from exc
+
+
+def write_template(
+    template: xr.Dataset,
+    url: str,
+    storage_options: dict[str, Any],
+    mode: Literal["w", "w-"],
+    encoding: dict[str, dict[str, Any]],
+    what: str,
+) -> None:
+    """Write a store's metadata and coordinates once (its data variables are lazy and left
+    unwritten: workers fill them by region); errors name the store and the cause."""
+    try:
+        template.to_zarr(
+            url,
+            mode=mode,
+            compute=False,
+            consolidated=True,
+            zarr_format=2,
+            encoding=encoding,
+            storage_options=storage_options or None,
+        )
+    except Exception as exc:
+        reason = explain_storage_error(url, exc)
+        raise StoreError(f"{url}: cannot create the {what} ({reason})") from exc
 
 
 def _array(group: zarr.Group, name: str) -> zarr.Array:
@@ -213,20 +238,7 @@ class AnalysisStore:
             if values:
                 coords[name] = (name, np.asarray(values, dtype="int64"), COORDINATE_ATTRS[name])
         template = xr.Dataset(data_vars, coords=coords, attrs=layout.attrs)
-        try:
-            template.to_zarr(
-                self.url,
-                mode="w-",
-                compute=False,
-                consolidated=True,
-                zarr_format=2,
-                encoding=encoding,
-                storage_options=self.storage_options or None,
-            )
-        except Exception as exc:
-            raise StoreError(
-                f"{self.url}: cannot create the store ({explain_storage_error(self.url, exc)})"
-            ) from exc
+        write_template(template, self.url, self.storage_options, "w-", encoding, "store")
 
     def extend(self, times: np.ndarray) -> None:
         """Grow the time axis to ``times`` (the old axis must be its prefix) and re-consolidate."""

@@ -19,10 +19,8 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from pipelines.analysis_store import open_group
-from pipelines.errors import StoreError
+from pipelines.analysis_store import open_group, write_template
 from pipelines.forecast.plan import HOUR
-from pipelines.storage import explain_storage_error
 from schemas.model_card import ModelCard
 from schemas.variables import COORDINATE_ATTRS, VARIABLES
 
@@ -114,21 +112,7 @@ class ForecastStore:
         if levels:
             coords["level"] = ("level", np.asarray(levels, "int64"), COORDINATE_ATTRS["level"])
         template = xr.Dataset(data_vars, coords=coords, attrs={**attrs, "status": "incomplete"})
-        try:
-            template.to_zarr(
-                self.url,
-                mode="w",
-                compute=False,
-                consolidated=True,
-                zarr_format=2,
-                encoding=encoding,
-                storage_options=self.storage_options or None,
-            )
-        except Exception as exc:
-            raise StoreError(
-                f"{self.url}: cannot create the forecast store "
-                f"({explain_storage_error(self.url, exc)})"
-            ) from exc
+        write_template(template, self.url, self.storage_options, "w", encoding, "forecast store")
 
     def write(self, index: np.ndarray, forecasts: np.ndarray, card: ModelCard) -> int:
         """Write ``forecasts`` [B, lead, channels, lat, lon] at init positions ``index``.
