@@ -38,6 +38,20 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def verify_sha256(path: Path, card: ModelCard) -> None:
+    """Refuse a model file whose bytes are not the ones its card was written for."""
+    try:
+        found = file_sha256(path)
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the model file ({exc.strerror})") from exc
+    if found != card.sha256:
+        raise ModelError(
+            f"{path}: sha256 {found} does not match the card's {card.sha256} "
+            f"({card.name} {card.version}); the file and its card do not belong together: use "
+            "the card written with this file, or re-export the model and its card"
+        )
+
+
 def load_card(path: str | Path) -> ModelCard:
     """Read a model card, translating every failure into a :class:`ModelError`."""
     try:
@@ -198,16 +212,7 @@ class ModelRuntime:
             Missing or corrupt file, hash mismatch, unavailable device, graph not matching card.
         """
         path = Path(onnx_path)
-        try:
-            found = file_sha256(path)
-        except OSError as exc:
-            raise ModelError(f"{path}: cannot read the model file ({exc.strerror})") from exc
-        if found != card.sha256:
-            raise ModelError(
-                f"{path}: sha256 {found} does not match the card's {card.sha256} "
-                f"({card.name} {card.version}); the file changed after the card was written: "
-                "use the matching card or re-register the model"
-            )
+        verify_sha256(path, card)
         providers, used = _providers(device)
         session = _open_session(path, providers, threads)
         handshake(session, card, str(path))

@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 
 from pipelines.db import transaction
 from pipelines.errors import ClimateError, ModelError, SinkError
-from pipelines.model_runtime import ModelRuntime, file_sha256, load_card
+from pipelines.model_runtime import ModelRuntime, file_sha256, load_card, verify_sha256
 from pipelines.registry_store import CARD_NAME, ONNX_NAME, ArtefactStore
 from pipelines.storage import cache_dir, fsspec_options
 from schemas.config import StorageOptions
@@ -231,16 +231,7 @@ class ModelRegistry:
             card = load_card(card if card is not None else card_path_for(onnx_path))
         _check_key("name", card.name)
         _check_key("version", card.version)
-        try:
-            found = file_sha256(onnx_path)
-        except OSError as exc:
-            raise ModelError(f"{onnx_path}: cannot read the model file ({exc.strerror})") from exc
-        if found != card.sha256:
-            raise ModelError(
-                f"{onnx_path}: sha256 {found} does not match the card's {card.sha256} "
-                f"({card.name} {card.version}); the card was written for another file: use the "
-                "card written with this model, or re-export the model and its card"
-            )
+        verify_sha256(onnx_path, card)
         existing = self._find(card.name, card.version)
         if existing is not None:
             return self._same_version(existing, card)
