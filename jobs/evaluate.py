@@ -27,8 +27,9 @@ from jobs.common import (
 )
 from pipelines.errors import ClimateError
 from pipelines.evaluate.scoring import Scores
-from schemas.evaluate_config import EvaluateConfig, LocalModel
+from schemas.evaluate_config import EvaluateConfig
 from schemas.model_card import ModelCard, card_path_for
+from schemas.model_source import ModelFile
 from schemas.settings import Settings
 
 
@@ -71,7 +72,7 @@ def _resolve_model(
     from pipelines.model_runtime import load_card
 
     source = config.model
-    if isinstance(source, LocalModel):
+    if isinstance(source, ModelFile):
         path = Path(source.path)
         return path, load_card(source.card or card_path_for(path))
     from pipelines.registry import ModelRegistry

@@ -14,7 +14,8 @@ from pipelines.errors import ClimateError, ConfigError
 from pipelines.forecast.runner import ForecastSummary, execute_forecast, prepare_forecast
 from pipelines.ray_data import ensure_ray
 from pipelines.testing_models import fit_diurnal_model
-from schemas.forecast_config import ForecastConfig, ModelFile
+from schemas.forecast_config import ForecastConfig
+from schemas.model_source import ModelFile
 from schemas.settings import load_settings
 
 EXIT_CLEAN, EXIT_FAILED, EXIT_ERROR = 0, 1, 2

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from schemas.variables import VARIABLES
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 
 
 class StrictModel(BaseModel):

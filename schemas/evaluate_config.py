@@ -2,40 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import Discriminator, Field, Tag, field_validator
+from pydantic import Field, field_validator
 
-from schemas.config import StorageOptions, StrictModel
-from schemas.train_config import RUN_ID_PATTERN, Split
-
-
-class LocalModel(StrictModel):
-    """An ONNX file and its card (``model.card.json`` beside the file when omitted)."""
-
-    kind: Literal["file"] = "file"
-    path: str
-    card: str | None = None
-
-
-class RegistryModel(StrictModel):
-    """A registered model: a version, or ``promoted`` for the promoted one."""
-
-    kind: Literal["registry"] = "registry"
-    name: str
-    version: str = "promoted"
-
-
-def _model_kind(value: Any) -> str:
-    if isinstance(value, dict):
-        return str(value.get("kind") or ("registry" if "name" in value else "file"))
-    return str(getattr(value, "kind", "file"))
-
-
-ModelSource = Annotated[
-    Annotated[LocalModel, Tag("file")] | Annotated[RegistryModel, Tag("registry")],
-    Discriminator(_model_kind),
-]
+from schemas.config import RUN_ID_PATTERN, StorageOptions, StrictModel
+from schemas.model_source import ModelSource
+from schemas.train_config import Split
 
 
 class ReportOutput(StrictModel):

@@ -3,47 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from schemas.config import RayConfig, StorageOptions, StrictModel
-
-RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+from schemas.config import RUN_ID_PATTERN, RayConfig, StorageOptions, StrictModel
+from schemas.model_source import ModelSource
 
 
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{value.isoformat()} has no time zone; write it as ...Z (UTC)")
     return value
-
-
-class ModelFile(StrictModel):
-    """An ONNX file and its card (``model.card.json`` beside the file when omitted)."""
-
-    kind: Literal["file"] = "file"
-    path: str
-    card: str | None = None
-
-
-class ModelVersion(StrictModel):
-    """A model from the registry (MODEL_REGISTRY_URL): a version, or the promoted one."""
-
-    kind: Literal["registry"] = "registry"
-    name: str = Field(min_length=1)
-    version: str = Field(default="promoted", description="a version, or `promoted`")
-
-
-def _model_kind(value: Any) -> str:
-    if isinstance(value, dict):
-        return str(value.get("kind") or ("registry" if "version" in value else "file"))
-    return str(getattr(value, "kind", "file"))
-
-
-ModelSource = Annotated[
-    Annotated[ModelFile, Tag("file")] | Annotated[ModelVersion, Tag("registry")],
-    Discriminator(_model_kind),
-]
 
 
 class InitList(StrictModel):

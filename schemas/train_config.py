@@ -6,9 +6,7 @@ from datetime import datetime
 
 from pydantic import Field, field_validator, model_validator
 
-from schemas.config import StorageOptions, StrictModel, _known_variables
-
-RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+from schemas.config import RUN_ID_PATTERN, StorageOptions, StrictModel, _known_variables
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -35,8 +35,9 @@ from pipelines.ledger import RunLedger
 from pipelines.model_runtime import Device, ModelRuntime, check_dataset, cuda_available, load_card
 from pipelines.registry import ModelRegistry
 from pipelines.storage import fsspec_options
-from schemas.forecast_config import ForecastConfig, ModelFile
+from schemas.forecast_config import ForecastConfig
 from schemas.model_card import ModelCard, card_path_for
+from schemas.model_source import ModelFile
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)

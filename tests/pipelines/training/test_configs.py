@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from schemas.config import load_config
-from schemas.evaluate_config import EvaluateConfig, LocalModel, RegistryModel
+from schemas.evaluate_config import EvaluateConfig
+from schemas.model_source import ModelFile, RegistryModel
 from schemas.train_config import ModelDesign, TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
@@ -18,7 +19,7 @@ def test_shipped_configs_load() -> None:
     assert train.analysis.variables == ["t2m"] and train.split.train is None
     assert train.lead_hours == list(range(1, 25)) and train.output.dir == "models/t2m-resconv"
     evaluate = load_config(EvaluateConfig, CONFIGS / "evaluate.yaml")
-    assert isinstance(evaluate.model, LocalModel)
+    assert isinstance(evaluate.model, ModelFile)
     assert evaluate.model.path == "models/t2m-resconv/model.onnx"
     assert evaluate.split.held_out == train.split.held_out
 
