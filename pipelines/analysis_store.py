@@ -7,6 +7,7 @@ Layout: Zarr format 2 with consolidated metadata, so plain ``xarray.open_zarr(ur
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,7 +19,7 @@ import zarr
 
 from pipelines.canonical import GridSignature
 from pipelines.errors import StoreError
-from pipelines.storage import explain_storage_error
+from pipelines.storage import explain_storage_error, filesystem
 from schemas.config import ChunkSpec, Compression
 from schemas.variables import COORDINATE_ATTRS
 
@@ -136,6 +137,16 @@ def _time_arrays(group: zarr.Group) -> list[zarr.Array]:
         if name != "time" and isinstance(dims, list) and dims and dims[0] == "time":
             found.append(array)
     return found
+
+
+def _fills_every_chunk(data: np.ndarray, start: int, chunks: tuple[int, ...]) -> bool:
+    """True when the first value the region ``data`` (at time ``start``) puts in each chunk it
+    touches is not missing: none of those chunks can then end up all missing (NaN)."""
+    corners = []
+    for axis, (size, chunk) in enumerate(zip(data.shape, chunks, strict=True)):
+        offset = start if axis == 0 else 0
+        corners.append(np.unique(np.r_[0, np.arange(-offset % chunk, size, chunk)]))
+    return data.size > 0 and not np.isnan(data[np.ix_(*corners)]).any()
 
 
 class AnalysisStore:
@@ -263,9 +274,47 @@ class AnalysisStore:
 
     def write(self, values: dict[str, np.ndarray], start: int) -> None:
         """Write ``values[name]`` (time-first arrays) at time positions ``start:start+n``."""
+        self.write_regions([(start, values)])
+
+    def write_regions(self, regions: Iterable[tuple[int, dict[str, np.ndarray]]]) -> int:
+        """Write each ``(start, values)`` as :meth:`write` does, opening the store once;
+        returns the bytes written (uncompressed)."""
         group = self._group("r+")
-        for name, data in values.items():
-            _array(group, name)[start : start + data.shape[0]] = data
+        arrays: dict[str, zarr.Array] = {}
+        written = 0
+        for start, values in regions:
+            for name, data in values.items():
+                if name not in arrays:
+                    arrays[name] = _array(group, name)
+                array = arrays[name]
+                if _fills_every_chunk(data, start, array.chunks):
+                    # zarr would otherwise scan every chunk for one that is all missing values
+                    array = array.with_config({"write_empty_chunks": True})
+                array[start : start + data.shape[0]] = data
+                written += data.nbytes
+        return written
+
+    def truncate(self, length: int) -> None:
+        """Cut the time axis back to its first ``length`` times: chunks past the end are
+        deleted and the rest of the last chunk is reset to missing values, so a later append
+        never shows what was there."""
+        group = self._group("r+")
+        for array in _time_arrays(group):
+            end = min(array.shape[0], -(-length // array.chunks[0]) * array.chunks[0])
+            if end > length:
+                array[length:end] = array.fill_value
+            array.resize((length, *array.shape[1:]))
+        _array(group, "time").resize((length,))
+        self.consolidate()
+
+    def remove(self) -> None:
+        """Delete the whole store."""
+        try:
+            fs, path = filesystem(self.url, self.storage_options)
+            fs.rm(path, recursive=True)
+        except Exception as exc:
+            reason = explain_storage_error(self.url, exc)
+            raise StoreError(f"{self.url}: cannot remove the store ({reason})") from exc
 
     def read(self, names: tuple[str, ...], positions: np.ndarray) -> dict[str, np.ndarray]:
         """Values of ``names`` at the given time positions."""

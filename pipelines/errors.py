@@ -46,3 +46,8 @@ class SinkError(ClimateError, OSError):
 
 class ModelError(ClimateError, ValueError):
     """A model artefact is corrupt, mismatched or refused."""
+
+
+def describe(exc: BaseException) -> str:
+    """An error as a run summary shows it: ours as they are (they name the fix), others typed."""
+    return str(exc) if isinstance(exc, ClimateError) else f"{type(exc).__name__}: {exc}"

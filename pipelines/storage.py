@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from schemas.config import StorageOptions
 from schemas.settings import Settings
 
 _GLOB_CHARACTERS = set("*?[")
-_HASH_BLOCK = 8 * 1024 * 1024
+_COPY_BLOCK = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -185,11 +187,12 @@ def store_fingerprint(url: str, fs: fsspec.AbstractFileSystem, path: str) -> Sto
 
 
 def checksum_of(path: str) -> str:
-    """Checksum of a local file's bytes (XXH3-128: fast enough to take on every ingest)."""
+    """Checksum of a local file's bytes (XXH3-128 over a memory map: no copy of the bytes)."""
     digest = xxhash.xxh3_128()
     with open(path, "rb") as handle:
-        while block := handle.read(_HASH_BLOCK):
-            digest.update(block)
+        if os.fstat(handle.fileno()).st_size:
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                digest.update(mapped)
     return f"xxh3:{digest.hexdigest()}"
 
 
@@ -208,12 +211,13 @@ def local_copy(stored: StoredFile, options: dict[str, Any]) -> Iterator[str]:
         return
     key = hashlib.sha256(f"{stored.url}|{stored.fingerprint}".encode()).hexdigest()[:24]
     suffix = Path(stored.url).suffix
-    target = cache_dir() / f"{key}{suffix}"
-    partial = target.with_name(f"{target.name}.{os.getpid()}.part")
+    # one copy per use: tasks on one machine may read the same object at the same time
+    target = cache_dir() / f"{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}"
+    partial = target.with_name(f"{target.name}.part")
     try:
         fs, path = filesystem(stored.url, options)
         with fs.open(path, "rb") as remote, open(partial, "wb") as local:
-            shutil.copyfileobj(remote, local, _HASH_BLOCK)
+            shutil.copyfileobj(remote, local, _COPY_BLOCK)
         partial.replace(target)
     except Exception as exc:
         partial.unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""Open one file through its reader and bring it to the canonical schema, fully decoded."""
+"""Open one file through its reader, bring it to the canonical schema, decode what is asked."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def opened(
 
 
 def load(dataset: xr.Dataset, url: str) -> xr.Dataset:
-    """Decode every value now, so a corrupt or truncated file fails before anything is written."""
+    """Decode every value of ``dataset`` now; a decoder error names the file and the fix."""
     try:
         return dataset.load()
     except ClimateError:
@@ -53,14 +53,15 @@ def load(dataset: xr.Dataset, url: str) -> xr.Dataset:
         ) from exc
 
 
-def time_digests(dataset: xr.Dataset) -> tuple[str, ...]:
-    """One digest per time of every variable's values, to spot conflicting duplicates."""
+def time_digests(dataset: xr.Dataset, seconds: np.ndarray) -> dict[int, str]:
+    """One digest of every variable's values per time of a loaded dataset whose times are
+    ``seconds`` (epoch seconds), to spot files that disagree on a time they share."""
     names = sorted(str(name) for name in dataset.data_vars)
     arrays = [np.ascontiguousarray(dataset[name].values) for name in names]
-    digests = []
-    for index in range(dataset.sizes["time"]):
+    digests = {}
+    for index, second in enumerate(seconds.tolist()):
         digest = xxhash.xxh3_128()
         for values in arrays:
             digest.update(memoryview(values[index]))
-        digests.append(digest.hexdigest())
-    return tuple(digests)
+        digests[int(second)] = digest.hexdigest()
+    return digests

@@ -66,7 +66,7 @@ def plan_ingest(
     good = sorted((scan for scan in scans if scan.ok), key=lambda scan: scan.stored.url)
     plan.failures.update({s.stored.url: str(s.error) for s in scans if not s.ok})
     reference_url = target.url
-    owner: dict[int, tuple[str, str]] = {}
+    owner: dict[int, tuple[str, str | None]] = {}
     last_existing = int(target.axis_seconds[-1]) if len(target.axis_seconds) else None
     on_axis = set(target.axis_seconds.tolist())
     for scan in good:
@@ -78,7 +78,7 @@ def plan_ingest(
         if problem:
             plan.failures[url] = f"{url}: {problem}"
             continue
-        digests = dict(zip(scan.seconds.tolist(), scan.digests, strict=True))
+        digests = scan.digests  # of every time another file of the run also holds
         new = np.setdiff1d(scan.seconds, scan.unchanged_seconds)
         early = [
             t
@@ -92,7 +92,7 @@ def plan_ingest(
                 "its end: ingest earlier times into a new store"
             )
             continue
-        clash = [t for t in new.tolist() if t in owner and owner[t][1] != digests[t]]
+        clash = [t for t in new.tolist() if t in owner and owner[t][1] != digests.get(t)]
         if clash:
             plan.failures[url] = (
                 f"{url}: {_seconds_text(clash[0])} is also in {owner[clash[0]][0]} with other "
@@ -101,7 +101,7 @@ def plan_ingest(
             continue
         take = np.array([t for t in new.tolist() if t not in owner], dtype="int64")
         for t in take.tolist():
-            owner[t] = (url, digests[t])
+            owner[t] = (url, digests.get(t))
         plan.contributions[url] = take
         plan.files[url] = scan.stored
     fresh = np.setdiff1d(plan.new_seconds, target.axis_seconds)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from pipelines.errors import ConflictError
@@ -79,3 +81,43 @@ def batch_chunks(
         else:
             batches.append([chunk])
     return batches
+
+
+Part = tuple[int, int, int]  # (piece, lo, hi): rows lo:hi of a piece's arrays
+
+
+def write_plan(pieces: list[np.ndarray], chunk_length: int) -> list[tuple[int, list[Part]]]:
+    """How to write pieces whose sorted positions are ``pieces``: a list of ``(start, parts)``,
+    each one region write of the parts' rows, concatenated, at positions ``start:start+n``.
+
+    A region holds several parts only where pieces meet inside one chunk (only that chunk is
+    assembled); elsewhere each piece is written from its own rows, without a copy.
+    """
+    segments: list[tuple[int, int, int, int]] = []  # start, stop, piece, lo
+    for piece, positions in enumerate(pieces):
+        offset = 0
+        for start, stop in contiguous_runs(positions):
+            first = min(stop, -(-start // chunk_length) * chunk_length)
+            last = max(first, (stop // chunk_length) * chunk_length)
+            cuts = [start, first, last, stop]
+            for a, b in itertools.pairwise(cuts):
+                if a < b:
+                    segments.append((a, b, piece, offset + a - start))
+            offset += stop - start
+    segments.sort()
+    regions: list[tuple[int, int, list[Part]]] = []
+    for start, stop, piece, lo in segments:  # parts meeting inside a chunk: one region
+        part = (piece, lo, lo + stop - start)
+        if regions and regions[-1][1] == start and start % chunk_length:
+            regions[-1] = (regions[-1][0], stop, [*regions[-1][2], part])
+        else:
+            regions.append((start, stop, [part]))
+    merged: list[tuple[int, int, list[Part]]] = []
+    for start, stop, parts in regions:  # rows of one piece that follow on: one region
+        if merged and len(parts) == 1 and len(merged[-1][2]) == 1:
+            last_start, last_stop, (previous,) = merged[-1]
+            if last_stop == start and previous[0] == parts[0][0] and previous[2] == parts[0][1]:
+                merged[-1] = (last_start, stop, [(previous[0], previous[1], parts[0][2])])
+                continue
+        merged.append((start, stop, parts))
+    return [(start, parts) for start, _, parts in merged]

@@ -6,9 +6,9 @@ import hashlib
 import json
 import logging
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field, replace
-from typing import Protocol
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from typing import Protocol, TypeVar
 
 import numpy as np
 from sqlalchemy import Engine
@@ -16,9 +16,11 @@ from sqlalchemy import Engine
 from pipelines.analysis_store import AnalysisStore, from_seconds, to_seconds
 from pipelines.errors import SourceError
 from pipelines.executors import Executor
+from pipelines.ingest.commits import CommitTracker
 from pipelines.ingest.plan import Plan, plan_ingest
 from pipelines.ingest.scan import scan_file
-from pipelines.ingest.tasks import ChunkResult, ScanResult, ScanTask, StoreTarget
+from pipelines.ingest.summary import IngestSummary
+from pipelines.ingest.tasks import ScanResult, ScanTask, StoreTarget
 from pipelines.ingest.write import write_chunks
 from pipelines.ledger import IngestLedger, RunLedger
 from pipelines.sources import reader_for
@@ -27,6 +29,9 @@ from schemas.config import IngestConfig
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
+TaskT = TypeVar("TaskT")
+ResultT = TypeVar("ResultT")
+__all__ = ["IngestSummary", "Progress", "run_ingest", "source_selection_digest"]
 
 
 class Progress(Protocol):
@@ -43,35 +48,6 @@ class _Silent:
 
     def advance(self, name: str) -> None:
         return None
-
-
-@dataclass
-class IngestSummary:
-    """What a run did; ``failures`` maps each failed input to the reason and the fix."""
-
-    run_id: str
-    store_url: str
-    files_found: int = 0
-    files_skipped: int = 0
-    files_ingested: int = 0
-    files_unchanged: int = 0
-    times_added: int = 0
-    times_in_store: int = 0
-    chunks_written: int = 0
-    bytes_written: int = 0
-    seconds: float = 0.0
-    worker_seconds: dict[str, float] = field(default_factory=dict)  # summed over tasks
-    failures: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def clean(self) -> bool:
-        return not self.failures
-
-    @property
-    def status(self) -> str:
-        if self.clean:
-            return "succeeded"
-        return "partial" if self.files_ingested or self.files_unchanged else "failed"
 
 
 def source_selection_digest(config: IngestConfig) -> str:
@@ -179,14 +155,26 @@ def _ingest(
                 summary.run_id, store.url, url, stored_file.size, stored_file.fingerprint, error
             )
     _write_template(store, target, plan, config)
-    tracker = _CommitTracker(plan, scans, ingest_ledger, store.url, summary)
+    tracker = CommitTracker(plan, scans, ingest_ledger, store.url, summary)
     tracker.commit_files_without_chunks()
-    progress.stage("write", len(plan.tasks))
-    for result in executor.map(write_chunks, plan.tasks):
+    for result in _stage("write", write_chunks, plan.tasks, executor, progress):
         tracker.record(result)
-        progress.advance("write")
-    summary.times_added = len(np.setdiff1d(plan.axis_seconds, target.axis_seconds))
-    summary.times_in_store = len(plan.axis_seconds)
+    axis = _drop_failed_tail(store, target, plan, tracker.failed)
+    summary.times_added = len(np.setdiff1d(axis, target.axis_seconds))
+    summary.times_in_store = len(axis)
+
+
+def _stage(
+    name: str,
+    fn: Callable[[TaskT], ResultT],
+    tasks: Sequence[TaskT],
+    executor: Executor,
+    progress: Progress,
+) -> Iterator[ResultT]:
+    progress.stage(name, len(tasks))
+    for result in executor.map(fn, tasks):
+        yield result
+        progress.advance(name)
 
 
 def _scan(
@@ -197,13 +185,51 @@ def _scan(
     executor: Executor,
     progress: Progress,
 ) -> list[ScanResult]:
+    """Scan every file; files holding a time that another file also holds are scanned again
+    to digest those times (rare: overlapping inputs), so the plan can check they agree."""
     tasks = [ScanTask(stored, config.source, dict(options), target) for stored in files]
-    progress.stage("scan", len(tasks))
-    scans = []
-    for result in executor.map(scan_file, tasks):
-        scans.append(result)
-        progress.advance("scan")
-    return scans
+    scans = {scan.stored.url: scan for scan in _stage("scan", scan_file, tasks, executor, progress)}
+    shared = _shared_times(list(scans.values()))
+    again = [
+        replace(task, digest_seconds=shared)
+        for task in tasks
+        if scans[task.stored.url].ok and np.isin(scans[task.stored.url].seconds, shared).any()
+    ]
+    if again:
+        for scan in _stage("digest", scan_file, again, executor, progress):
+            scans[scan.stored.url] = scan
+    return [scans[stored.url] for stored in files]
+
+
+def _shared_times(scans: list[ScanResult]) -> np.ndarray:
+    """New times held by more than one file of the run."""
+    new = [np.setdiff1d(scan.seconds, scan.unchanged_seconds) for scan in scans if scan.ok]
+    if len(new) < 2:
+        return np.empty(0, dtype="int64")
+    seconds, counts = np.unique(np.concatenate(new), return_counts=True)
+    return seconds[counts > 1]
+
+
+def _drop_failed_tail(
+    store: AnalysisStore, target: StoreTarget, plan: Plan, failed: set[str]
+) -> np.ndarray:
+    """The final time axis. New times at its end that only files which failed would have
+    filled are cut off again, and a store this run created but could not fill is removed."""
+    lost = [plan.contributions[url] for url in sorted(failed) if url in plan.contributions]
+    axis = plan.axis_seconds
+    if not lost or not plan.tasks:
+        return axis
+    dropped = set(np.concatenate(lost).tolist())
+    keep = len(axis)
+    while keep > len(target.axis_seconds) and int(axis[keep - 1]) in dropped:
+        keep -= 1
+    if keep == len(axis):
+        return axis
+    if keep == 0:
+        store.remove()
+    else:
+        store.truncate(keep)
+    return axis[:keep]
 
 
 def _write_template(
@@ -217,75 +243,6 @@ def _write_template(
         store.create(plan.layout, axis, config.store.chunks, config.store.compression)
     else:
         store.extend(axis)
-
-
-class _CommitTracker:
-    """Commits each file in the ledger as soon as every chunk task holding its times succeeded,
-    so that a run killed halfway resumes without redoing finished files."""
-
-    def __init__(
-        self,
-        plan: Plan,
-        scans: list[ScanResult],
-        ingest_ledger: IngestLedger,
-        store_url: str,
-        summary: IngestSummary,
-    ) -> None:
-        self.ledger, self.store_url, self.summary = ingest_ledger, store_url, summary
-        self.plan = plan
-        self.scans = {scan.stored.url: scan for scan in scans if scan.ok}
-        for url in plan.failures:
-            self.scans.pop(url, None)
-        self.pending: dict[str, int] = defaultdict(int)
-        for task in plan.tasks:
-            for piece in task.pieces:
-                self.pending[piece.stored.url] += 1
-        self.errors: dict[str, list[str]] = defaultdict(list)
-
-    def commit_files_without_chunks(self) -> None:
-        for url in sorted(self.scans):
-            if self.pending.get(url, 0) == 0:
-                self._finish(url)
-
-    def record(self, result: ChunkResult) -> None:
-        if result.ok:
-            self.summary.chunks_written += len(result.chunks)
-            self.summary.bytes_written += result.bytes_written
-        seconds = self.summary.worker_seconds
-        seconds["read"] = seconds.get("read", 0.0) + result.read_seconds
-        seconds["write"] = seconds.get("write", 0.0) + result.write_seconds
-        for url in result.files:
-            if not result.ok:
-                self.errors[url].append(f"chunks {list(result.chunks)}: {result.error}")
-            self.pending[url] -= 1
-            if self.pending[url] == 0:
-                self._finish(url)
-
-    def _finish(self, url: str) -> None:
-        scan = self.scans[url]
-        stored = scan.stored
-        if self.errors.get(url):
-            message = f"{url}: " + "; ".join(self.errors[url])
-            self.summary.failures[url] = message
-            self.ledger.mark_failed(
-                self.summary.run_id, self.store_url, url, stored.size, stored.fingerprint, message
-            )
-            return
-        contributed = self.plan.contributions.get(url, np.empty(0, dtype="int64"))
-        seconds = np.union1d(contributed, scan.unchanged_seconds)
-        self.ledger.mark_committed(
-            self.summary.run_id,
-            self.store_url,
-            url,
-            stored.size,
-            stored.fingerprint,
-            scan.checksum,
-            [int(t) for t in seconds],
-        )
-        if len(contributed):
-            self.summary.files_ingested += 1
-        else:
-            self.summary.files_unchanged += 1
 
 
 def _summary_row(summary: IngestSummary) -> dict[str, object]:

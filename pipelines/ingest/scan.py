@@ -1,4 +1,9 @@
-"""Worker step 1: decode one file fully, check it against the store, describe what it holds."""
+"""Worker step 1: check one file from its metadata against the store, describe what it holds.
+
+Only the times the store already holds (to compare values) and the times other files of the
+run also hold (to digest them) are decoded here; every other value is decoded once, by the
+write step, which validates a file's values before writing any of them.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 from pipelines.analysis_store import AnalysisStore, layout_of, to_seconds
-from pipelines.errors import ConflictError, SchemaError
+from pipelines.errors import ConflictError, SchemaError, describe
 from pipelines.ingest.decode import load, opened, time_digests
 from pipelines.ingest.regions import positions_of
 from pipelines.ingest.tasks import ScanResult, ScanTask, StoreTarget
@@ -42,18 +47,19 @@ def _check_layout(dataset: xr.Dataset, target: StoreTarget, url: str) -> None:
             )
 
 
-def _unchanged_times(dataset: xr.Dataset, target: StoreTarget, url: str) -> np.ndarray:
+def _unchanged_times(
+    lazy: xr.Dataset, seconds: np.ndarray, target: StoreTarget, url: str
+) -> np.ndarray:
     """Times this file shares with committed store data; raises if any value differs."""
-    seconds = to_seconds(dataset["time"].values)
     shared = np.intersect1d(seconds, target.committed_seconds)
     if not len(shared):
         return shared
     store = AnalysisStore(target.url, target.storage_options)
     positions = positions_of(target.axis_seconds, shared)
-    existing = store.read(tuple(str(name) for name in dataset.data_vars), positions)
-    local = positions_of(seconds, shared)
+    existing = store.read(tuple(str(name) for name in lazy.data_vars), positions)
+    dataset = load(lazy.isel(time=positions_of(seconds, shared)), url)
     for name, stored_values in existing.items():
-        incoming = dataset[str(name)].values[local]
+        incoming = dataset[str(name)].values
         if not np.array_equal(incoming, stored_values, equal_nan=True):
             bad = [
                 i
@@ -70,29 +76,32 @@ def _unchanged_times(dataset: xr.Dataset, target: StoreTarget, url: str) -> np.n
     return shared
 
 
+def _digests(lazy: xr.Dataset, seconds: np.ndarray, wanted: np.ndarray, url: str) -> dict[int, str]:
+    wanted = np.intersect1d(seconds, wanted)
+    if not len(wanted):
+        return {}
+    return time_digests(load(lazy.isel(time=positions_of(seconds, wanted)), url), wanted)
+
+
 def scan_file(task: ScanTask) -> ScanResult:
-    """Decode one file, check it and return its times and digests (never its data)."""
+    """Check one file and return its times (never its data), digests of ``digest_seconds``."""
     url = task.stored.url
     try:
         with opened(task.stored, task.source, task.source_options) as (location, lazy):
             checksum = checksum_of(location) if os.path.isfile(location) else None
-            dataset = load(lazy, url)
-        _check_layout(dataset, task.target, url)
-        unchanged = _unchanged_times(dataset, task.target, url)
+            _check_layout(lazy, task.target, url)
+            seconds = to_seconds(lazy["time"].values)
+            unchanged = _unchanged_times(lazy, seconds, task.target, url)
+            digests = _digests(lazy, seconds, task.digest_seconds, url)
+            layout = layout_of(lazy)
         return ScanResult(
             stored=task.stored,
             checksum=checksum,
-            layout=layout_of(dataset),
-            seconds=to_seconds(dataset["time"].values),
-            digests=time_digests(dataset),
+            layout=layout,
+            seconds=seconds,
+            digests=digests,
             unchanged_seconds=unchanged,
         )
     except Exception as exc:  # reported per file in the run summary; the run goes on
         log.info("scan of %s failed: %s", url, exc)
-        return ScanResult(stored=task.stored, error=_describe(exc))
-
-
-def _describe(exc: BaseException) -> str:
-    from pipelines.errors import ClimateError
-
-    return str(exc) if isinstance(exc, ClimateError) else f"{type(exc).__name__}: {exc}"
+        return ScanResult(stored=task.stored, error=describe(exc))

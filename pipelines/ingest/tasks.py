@@ -26,12 +26,14 @@ class StoreTarget:
 
 @dataclass(frozen=True)
 class ScanTask:
-    """Open, decode and check one file."""
+    """Open and check one file from its metadata; decode only the times named in
+    ``digest_seconds`` (shared with other files of the run) and those the store already holds."""
 
     stored: StoredFile
     source: SourceConfig
     source_options: dict[str, Any]
     target: StoreTarget
+    digest_seconds: np.ndarray = field(default_factory=lambda: np.empty(0, dtype="int64"))
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class ScanResult:
     checksum: str | None = None
     layout: StoreLayout | None = None
     seconds: np.ndarray = field(default_factory=lambda: np.empty(0, dtype="int64"))
-    digests: tuple[str, ...] = ()  # one content digest per time, in order of ``seconds``
+    digests: dict[int, str] = field(default_factory=dict)  # content digest of some times
     unchanged_seconds: np.ndarray = field(default_factory=lambda: np.empty(0, dtype="int64"))
 
     @property
@@ -74,11 +76,13 @@ class ChunkTask:
 
 @dataclass(frozen=True)
 class ChunkResult:
-    """Which chunks were written, for which files, or why not."""
+    """Which chunks were written, for which files, or why not: ``error`` fails every file of
+    the task, ``failed`` names the files that could not be decoded (the others were written)."""
 
     chunks: tuple[int, ...]
     files: tuple[str, ...]
     error: str | None = None
+    failed: dict[str, str] = field(default_factory=dict)
     bytes_written: int = 0
     read_seconds: float = 0.0
     write_seconds: float = 0.0

@@ -1,4 +1,8 @@
-"""Worker step 2: read the times of a chunk batch from their files, then write whole chunks."""
+"""Worker step 2: decode the times of a chunk batch from their files, then write whole chunks.
+
+Every piece is decoded before the first write, so a file that fails to decode leaves nothing of
+itself behind; the other files of the batch are still written.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,13 @@ import numpy as np
 import xarray as xr
 
 from pipelines.analysis_store import AnalysisStore, to_seconds
-from pipelines.errors import ClimateError
+from pipelines.errors import describe
 from pipelines.ingest.decode import load, opened
-from pipelines.ingest.regions import contiguous_runs, group_by_chunk, positions_of
-from pipelines.ingest.tasks import ChunkResult, ChunkTask
+from pipelines.ingest.regions import contiguous_runs, group_by_chunk, positions_of, write_plan
+from pipelines.ingest.tasks import ChunkResult, ChunkTask, Piece
 
 log = logging.getLogger(__name__)
+Values = dict[str, np.ndarray]
 
 
 def _select(lazy: xr.Dataset, seconds: np.ndarray) -> xr.Dataset:
@@ -26,48 +31,64 @@ def _select(lazy: xr.Dataset, seconds: np.ndarray) -> xr.Dataset:
     return lazy.isel(time=index)
 
 
-def _gather(task: ChunkTask) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Every new value of the batch, in memory, ordered by store position."""
-    parts: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+def _decode(task: ChunkTask) -> tuple[list[tuple[Piece, Values]], dict[str, str]]:
+    """Every piece's values, in memory; and the files that failed, with the reason."""
+    decoded: list[tuple[Piece, Values]] = []
+    failed: dict[str, str] = {}
     for piece in task.pieces:
-        with opened(piece.stored, task.source, task.source_options) as (_, lazy):
-            selected = load(_select(lazy, piece.seconds), piece.stored.url)
-        values = {str(name): var.values for name, var in selected.data_vars.items()}
-        parts.append((piece.positions, values))
-    if len(parts) == 1:
-        return parts[0]
-    positions = np.concatenate([part[0] for part in parts])
-    order = np.argsort(positions, kind="stable")
-    names = parts[0][1].keys()
-    merged = {name: np.concatenate([part[1][name] for part in parts])[order] for name in names}
-    return positions[order], merged
+        url = piece.stored.url
+        try:
+            with opened(piece.stored, task.source, task.source_options) as (_, lazy):
+                selected = load(_select(lazy, piece.seconds), url)
+        except Exception as exc:  # reported per file in the run summary; the run goes on
+            log.info("decoding %s failed: %s", url, exc)
+            failed[url] = describe(exc)
+            continue
+        decoded.append((piece, {str(name): var.values for name, var in selected.data_vars.items()}))
+    return decoded, failed
+
+
+def _regions(decoded: list[tuple[Piece, Values]], time_chunk: int) -> list[tuple[int, Values]]:
+    """Region writes of the decoded pieces; views of their arrays except where pieces meet."""
+    plan = write_plan([piece.positions for piece, _ in decoded], time_chunk)
+    regions = []
+    for start, parts in plan:
+        if len(parts) == 1:
+            index, lo, hi = parts[0]
+            values = {name: data[lo:hi] for name, data in decoded[index][1].items()}
+        else:
+            names = decoded[parts[0][0]][1].keys()
+            values = {
+                name: np.concatenate([decoded[i][1][name][lo:hi] for i, lo, hi in parts])
+                for name in names
+            }
+        regions.append((start, values))
+    return regions
 
 
 def write_chunks(task: ChunkTask) -> ChunkResult:
-    """Write the task's chunks; all reads finish before the first write, so a bad file leaves
-    no partial chunk behind."""
+    """Write the task's chunks from every file that decodes; nothing is written before all
+    pieces are decoded."""
     files = tuple(sorted({piece.stored.url for piece in task.pieces}))
     try:
         started = time.perf_counter()
-        positions, values = _gather(task)
+        decoded, failed = _decode(task)
         read_done = time.perf_counter()
+        touched = {
+            c for piece, _ in decoded for c in group_by_chunk(piece.positions, task.time_chunk)
+        }
+        if not touched <= set(task.chunks):
+            raise RuntimeError(f"chunk batch {task.chunks} would write outside its chunks")
         store = AnalysisStore(task.target.url, task.target.storage_options)
-        written = 0
-        for start, stop in contiguous_runs(positions):
-            lo, hi = np.searchsorted(positions, [start, stop])
-            run = {name: data[lo:hi] for name, data in values.items()}
-            store.write(run, start)
-            written += sum(data.nbytes for data in run.values())
-        if set(group_by_chunk(positions, task.time_chunk)) != set(task.chunks):
-            raise RuntimeError(f"chunk batch {task.chunks} wrote outside its chunks")
+        written = store.write_regions(_regions(decoded, task.time_chunk)) if decoded else 0
         return ChunkResult(
             chunks=task.chunks,
             files=files,
+            failed=failed,
             bytes_written=written,
             read_seconds=read_done - started,
             write_seconds=time.perf_counter() - read_done,
         )
     except Exception as exc:  # reported per file in the run summary; the run goes on
         log.info("chunks %s failed: %s", task.chunks, exc)
-        message = str(exc) if isinstance(exc, ClimateError) else f"{type(exc).__name__}: {exc}"
-        return ChunkResult(chunks=task.chunks, files=files, error=message)
+        return ChunkResult(chunks=task.chunks, files=files, error=describe(exc))

@@ -16,6 +16,7 @@ from pipelines.ingest.regions import (
     group_by_chunk,
     merge_time_axis,
     positions_of,
+    write_plan,
 )
 
 positions = st.lists(st.integers(0, 5000), max_size=300).map(lambda v: np.array(v, dtype="int64"))
@@ -59,6 +60,24 @@ def test_batches_partition_chunks_and_respect_limits(
         assert len({sources[c] for c in batch}) == 1, "a batch reads one set of files"
     if sources:
         assert len(batches) >= min(min_batches, len(sources))
+
+
+@given(st.lists(st.integers(0, 3), max_size=200), st.integers(1, 30))
+def test_write_plan_writes_every_position_once_and_copies_only_where_pieces_meet(
+    owners: list[int], length: int
+) -> None:
+    """Positions 0..n-1 each owned by piece ``owners[p]`` (3 means written by nobody)."""
+    pieces = [np.flatnonzero(np.array([*owners, -1]) == piece) for piece in range(3)]
+    regions = write_plan(pieces, length)
+    written = []
+    for start, parts in regions:
+        rows = [int(pieces[i][r]) for i, lo, hi in parts for r in range(lo, hi)]
+        assert rows == list(range(start, start + len(rows))), "parts follow on, row for row"
+        written += rows
+        if len(parts) > 1:
+            assert (start + len(rows) - 1) // length == start // length, "assembled in one chunk"
+    assert sorted(written) == [p for p, owner in enumerate(owners) if owner < 3]
+    assert len(written) == len(set(written)), "no position written twice"
 
 
 @given(st.integers(0, 50), st.integers(0, 50), st.integers(0, 20))
