@@ -79,6 +79,7 @@ class ModelDesign(StrictModel):
     Inputs: the anomaly (vs the training hour-of-day climatology) at ``lags`` hours back, the
     mean of the last ``mean_window`` inputs, sin/cos of the target hour and lat/lon coordinates.
     Output: last anomaly + a linear ``skip_kernel`` stencil + a small CNN (zero-initialised).
+    ``invariant``: see :class:`pipelines.training.model.AnomalyCore`.
     """
 
     history: int = Field(default=24, ge=1, description="input fields, oldest first")
@@ -88,6 +89,10 @@ class ModelDesign(StrictModel):
     layers: int = Field(default=2, ge=0, description="hidden conv layers; 0: linear stencil only")
     kernel: int = Field(default=3, ge=1)
     skip_kernel: int = Field(default=5, ge=1)
+    invariant: bool = Field(
+        default=False,
+        description="CNN inputs relative to the latest anomaly, which feeds only the stencil",
+    )
 
     @model_validator(mode="after")
     def _fits_history(self) -> ModelDesign:

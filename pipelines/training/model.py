@@ -44,6 +44,11 @@ class AnomalyCore(nn.Module):
     at the design's lags, the mean of the last ``mean_window`` anomalies, sin/cos of the
     target hour and lat/lon coordinates. The stencil and the CNN's last layer start at zero,
     so the untrained model is persistence of the anomaly.
+
+    With ``design.invariant`` the features are the lagged anomalies and the mean *minus the
+    latest anomaly*: the CNN sees only how the recent past differs from now, so a warm or cold
+    spell outside the training range does not push it out of distribution; the latest anomaly
+    itself reaches only the linear stencil (damping towards climatology stays linear).
     """
 
     def __init__(self, design: ModelDesign, channels: int, lat: np.ndarray, lon: np.ndarray):
@@ -54,6 +59,7 @@ class AnomalyCore(nn.Module):
         self.kernel = design.kernel
         self.skip_kernel = design.skip_kernel
         self.channels = channels
+        self.invariant = design.invariant
         yy = _unit_coordinate(lat)
         xx = _unit_coordinate(lon)
         grid = torch.stack(
@@ -61,8 +67,10 @@ class AnomalyCore(nn.Module):
         )
         self.coords: Tensor
         self.register_buffer("coords", grid[None])
-        n_in = channels * (len(self.lags) + int(self.mean_window > 0)) + 4
-        self.skip = _zeroed(nn.Conv2d(n_in, channels, design.skip_kernel))
+        lagged_inputs = len(self.lags) - int(self.invariant) + int(self.mean_window > 0)
+        n_in = channels * lagged_inputs + 4
+        skip_in = n_in + channels * int(self.invariant)
+        self.skip = _zeroed(nn.Conv2d(skip_in, channels, design.skip_kernel))
         convs = []
         width = n_in
         for _ in range(design.layers):
@@ -77,6 +85,8 @@ class AnomalyCore(nn.Module):
         """[B, n_in, lat, lon] from lagged anomalies [B, C, lat, lon] and the target hour."""
         batch = lagged[0].shape[0]
         parts = list(lagged) + ([mean] if mean is not None else [])
+        if self.invariant:
+            parts = [part - lagged[0] for part in parts[1:]]
         angle = hour.to(torch.float32) * (2 * math.pi / 24)
         ones = torch.ones_like(lagged[0][:, :1])
         parts.append(torch.sin(angle)[:, None, None, None] * ones)
@@ -87,7 +97,8 @@ class AnomalyCore(nn.Module):
     def step(self, lagged: list[Tensor], mean: Tensor | None, hour: Tensor) -> Tensor:
         """The next anomaly [B, C, lat, lon]; ``lagged[j]`` is the anomaly ``lags[j]`` back."""
         f = self.features(lagged, mean, hour)
-        y = lagged[0] + self.skip(_pad(f, self.skip_kernel))
+        linear_in = torch.cat([f, lagged[0]], dim=1) if self.invariant else f
+        y = lagged[0] + self.skip(_pad(linear_in, self.skip_kernel))
         if self.out is not None:
             h = f
             for conv in self.convs:

@@ -51,6 +51,22 @@ def test_untrained_model_is_anomaly_persistence(fields: Fields) -> None:
     np.testing.assert_allclose(y[0], expected, rtol=1e-6)
 
 
+def test_invariant_design_feeds_the_cnn_only_departures_from_the_latest_anomaly(
+    fields: Fields,
+) -> None:
+    design = TINY_DESIGN.model_copy(update={"invariant": True})
+    core = AnomalyCore(design, 1, fields.lat, fields.lon)
+    rng = np.random.default_rng(1)
+    lagged = [torch.as_tensor(rng.normal(size=(2, 1, 7, 9)), dtype=torch.float32) for _ in range(3)]
+    mean = torch.as_tensor(rng.normal(size=(2, 1, 7, 9)), dtype=torch.float32)
+    hour = torch.tensor([3, 17])
+    features = core.features(lagged, mean, hour)
+    warmer = core.features([lag + 4.0 for lag in lagged], mean + 4.0, hour)
+    torch.testing.assert_close(warmer, features, atol=1e-5, rtol=0)
+    torch.testing.assert_close(features[:, 0], (lagged[1] - lagged[0])[:, 0])
+    assert core.skip.in_channels == features.shape[1] + 1  # + the latest anomaly itself
+
+
 def test_training_is_seeded_and_reproducible(fields: Fields) -> None:
     first, again, other = _train(fields), _train(fields), _train(fields, seed=1)
     for (name, a), (_, b) in zip(
@@ -126,7 +142,7 @@ def test_several_variables_train_export_and_score_per_channel(tmp_path: Path) ->
         {
             "analysis": {"url": "unused", "variables": ["t2m", "msl"]},
             "split": {"held_out": HELD_OUT.model_dump()},
-            "design": TINY_DESIGN.model_dump(),
+            "design": {**TINY_DESIGN.model_dump(), "invariant": True},
             "schedule": TINY_SCHEDULE.model_dump(),
             "output": {"dir": str(tmp_path / "model"), "tolerance_k": 0.05},  # msl ~ 1e5 Pa
             "lead_hours": [1, 6],
