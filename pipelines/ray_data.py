@@ -14,6 +14,9 @@ from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 TaskT = TypeVar("TaskT")
+# One thread per task, as Ray already sets OMP_NUM_THREADS: Ray runs a task on every CPU, and
+# zarr's own codec threads in each of them would only compete for the same cores.
+WORKER_ENV = {"ZARR_THREADING__MAX_WORKERS": "1"}
 ResultT = TypeVar("ResultT")
 
 
@@ -26,6 +29,7 @@ def ensure_ray(config: RayConfig, settings: Settings) -> None:
         "ignore_reinit_error": True,
         "log_to_driver": False,
         "logging_level": logging.WARNING,
+        "runtime_env": {"env_vars": WORKER_ENV},
     }
     if address:
         kwargs["address"] = address
