@@ -1,0 +1,142 @@
+"""Choose a model design by validation inside the training period, never the held-out week.
+
+``python -m bench.inner_validation --variant plain:design.invariant=false --variant
+invariant:design.invariant=true`` (after ``climate ingest --config configs/ingest.yaml``): for
+every design variant (``configs/train.yaml`` with the variant's overrides) and every inner fold,
+trains on a held-out week's training period less a four-day validation block, scores the
+block's initial times whose 24 h forecasts end inside the block (climatology from the inner
+training times only), and prints each fold's worst gate ratio (``RMSE / min(baselines)``
+divided by ``1 - margin``: below 1 passes) and how many folds each variant passes. The folds
+are the four distinct four-day blocks at the ends of the training periods of
+``bench.skill_splits``' held-out weeks; no fold touches a held-out week.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from pipelines.skill_gate import DEFAULT_MARGINS
+from schemas.config import load_config
+from schemas.train_config import TrainConfig
+
+# name: (validation block [start, end), the outer training periods it is cut from)
+FOLDS = {
+    "03-08..03-12 of week-03-01's training": (
+        ("2019-03-08T00:00:00Z", "2019-03-12T00:00:00Z"),
+        [("2019-03-08T00:00:00Z", None)],
+    ),
+    "03-28..end of week-03-15's training": (
+        ("2019-03-28T00:00:00Z", None),
+        [("2019-03-01T00:00:00Z", "2019-03-15T00:00:00Z"), ("2019-03-22T00:00:00Z", None)],
+    ),
+    "03-21..03-25 of week-03-25's training": (
+        ("2019-03-21T00:00:00Z", "2019-03-25T00:00:00Z"),
+        [("2019-03-01T00:00:00Z", "2019-03-25T00:00:00Z")],
+    ),
+    "03-01..03-05 of week-03-25's training": (
+        ("2019-03-01T00:00:00Z", "2019-03-05T00:00:00Z"),
+        [("2019-03-01T00:00:00Z", "2019-03-25T00:00:00Z")],
+    ),
+}
+STORE_END = "2019-04-01T00:00:00Z"  # the end of the bundled sample (exclusive)
+
+
+def _fold_overrides(fold: str) -> list[str]:
+    """Held out: the block's initial times whose 24 h lead stays in the block; trained on the
+    outer training periods less the whole block."""
+    (start, end), outer = FOLDS[fold]
+    stop = end or STORE_END
+    last_init = (datetime.fromisoformat(stop) - timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    train = []
+    for a, b in outer:  # each outer period less the block [start, stop)
+        b_or_end = b or STORE_END
+        if a < start:
+            train.append(f"{{start: {a}, end: {min(b_or_end, start)}}}")
+        if stop < b_or_end:
+            train.append(f"{{start: {max(a, stop)}, end: {b or 'null'}}}")
+    return [
+        f"split.held_out.start={start}",
+        f"split.held_out.end={last_init}",
+        f"split.train=[{', '.join(train)}]",
+    ]
+
+
+def run_fold(
+    config_path: str, store: str, out: str, variant: str, fold: str
+) -> tuple[str, str, float, dict[int, float]]:
+    """Train one variant on one fold; returns (variant, fold, worst ratio, ratios by lead)."""
+    from pipelines.training.fields import load_fields
+    from pipelines.training.runner import run_training
+
+    name, _, sets = variant.partition(":")
+    overrides = [
+        f"analysis.url={store}",
+        f"output.dir={Path(out) / name / str(list(FOLDS).index(fold))}",
+        *_fold_overrides(fold),
+        *[s for s in sets.split(";") if s],
+    ]
+    config = load_config(TrainConfig, config_path, overrides)
+    fields = load_fields(store, config.analysis.variables, config.analysis.levels)
+    scores = run_training(config, fields, report=lambda _: None).scores
+    v = scores.values
+    ratios = {}
+    for lead, margin in DEFAULT_MARGINS.items():
+        j = scores.lead_hours.index(lead)
+        worst_channel = max(
+            v[("rmse", "model")][c, j]
+            / min(v[("rmse", "persistence")][c, j], v[("rmse", "climatology")][c, j])
+            for c in range(len(scores.channel_names))
+        )
+        ratios[lead] = worst_channel / (1.0 - margin)
+    return name, fold, max(ratios.values()), ratios
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.inner_validation", description=__doc__)
+    parser.add_argument("--config", default="configs/train.yaml")
+    parser.add_argument("--store", default="output/analysis.zarr")
+    parser.add_argument("--out", default="output/bench/inner_validation")
+    parser.add_argument("--jobs", type=int, default=2, help="folds trained at once")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        required=True,
+        metavar="NAME:K=V;K=V",
+        help="a design variant: a name and config overrides (repeat the option)",
+    )
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = [
+            pool.submit(run_fold, args.config, args.store, args.out, variant, fold)
+            for variant in args.variant
+            for fold in FOLDS
+        ]
+        results = [future.result() for future in futures]
+    leads = list(DEFAULT_MARGINS)
+    print("| variant | fold | " + " | ".join(f"{h} h" for h in leads) + " | worst | verdict |")
+    print("|---|---|" + "---:|" * (len(leads) + 1) + "---|")
+    for name, fold, worst, ratios in results:
+        cells = " | ".join(f"{ratios[h]:.3f}" for h in leads)
+        verdict = "passes" if worst < 1 else "fails"
+        print(f"| {name} | {fold} | {cells} | {worst:.3f} | {verdict} |")
+    print("\nratio = RMSE / min(persistence, climatology) / (1 - margin); below 1 passes")
+    for variant in args.variant:
+        name = variant.partition(":")[0]
+        mine = [worst for n, _, worst, _ in results if n == name]
+        passed = sum(worst < 1 for worst in mine)
+        print(
+            f"{name}: passes {passed} of {len(mine)} folds, mean worst ratio "
+            f"{sum(mine) / len(mine):.3f}"
+        )
+    print(f"({time.perf_counter() - started:.0f} s, config {args.config})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
