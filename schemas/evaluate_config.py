@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 
 from schemas.config import RUN_ID_PATTERN, StorageOptions, StrictModel
 from schemas.model_source import ModelSource
-from schemas.train_config import Split
+from schemas.train_config import Split, sorted_lead_hours
 
 
 class ReportOutput(StrictModel):
@@ -33,9 +33,4 @@ class EvaluateConfig(StrictModel):
     run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN)
     storage: StorageOptions = StorageOptions()
 
-    @field_validator("lead_hours")
-    @classmethod
-    def _leads(cls, value: list[int]) -> list[int]:
-        if any(hours < 1 for hours in value):
-            raise ValueError(f"lead times must be positive hours, got {value}")
-        return sorted(set(value))
+    _check_leads = field_validator("lead_hours")(sorted_lead_hours)

@@ -51,6 +51,13 @@ class Split(StrictModel):
         return self
 
 
+def sorted_lead_hours(value: list[int]) -> list[int]:
+    """Scored lead times: positive hours, sorted, each once."""
+    if any(hours < 1 for hours in value):
+        raise ValueError(f"lead times must be positive hours, got {value}")
+    return sorted(set(value))
+
+
 def _overlap(a: TimeRange, b: TimeRange) -> bool:
     starts_before_b_ends = b.end is None or a.start is None or a.start < b.end
     ends_after_b_starts = a.end is None or b.start is None or a.end > b.start
@@ -159,9 +166,4 @@ class TrainConfig(StrictModel):
     run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN)
     storage: StorageOptions = StorageOptions()
 
-    @field_validator("lead_hours")
-    @classmethod
-    def _leads(cls, value: list[int]) -> list[int]:
-        if any(hours < 1 for hours in value):
-            raise ValueError(f"lead times must be positive hours, got {value}")
-        return sorted(set(value))
+    _check_leads = field_validator("lead_hours")(sorted_lead_hours)
