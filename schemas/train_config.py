@@ -85,8 +85,9 @@ class ModelDesign(StrictModel):
 
     Inputs: the anomaly (vs the training hour-of-day climatology) at ``lags`` hours back, the
     mean of the last ``mean_window`` inputs, sin/cos of the target hour and lat/lon coordinates.
-    Output: last anomaly + a linear ``skip_kernel`` stencil + a small CNN (zero-initialised).
-    ``invariant``: see :class:`pipelines.training.model.AnomalyCore`.
+    Output: last anomaly + a linear ``skip_kernel`` stencil + a small CNN (zero-initialised;
+    none when ``layers`` is 0). ``invariant`` and ``regime``: see
+    :class:`pipelines.training.model.AnomalyCore`.
     """
 
     history: int = Field(default=24, ge=1, description="input fields, oldest first")
@@ -100,6 +101,10 @@ class ModelDesign(StrictModel):
         default=False,
         description="CNN inputs relative to the latest anomaly, which feeds only the stencil",
     )
+    regime: bool = Field(
+        default=False,
+        description="stencil inputs scaled by the field's 24 h change (needs lag 24)",
+    )
 
     @model_validator(mode="after")
     def _fits_history(self) -> ModelDesign:
@@ -107,6 +112,8 @@ class ModelDesign(StrictModel):
             raise ValueError(f"lags {self.lags} must be ascending, unique and start at 0")
         if self.lags[-1] >= self.history:
             raise ValueError(f"lag {self.lags[-1]} needs history > {self.lags[-1]}")
+        if self.regime and 24 not in self.lags:
+            raise ValueError(f"regime needs lag 24 among lags {self.lags} (and history >= 25)")
         if self.mean_window > self.history:
             raise ValueError(f"mean_window {self.mean_window} > history {self.history}")
         if self.kernel % 2 == 0 or self.skip_kernel % 2 == 0:
@@ -129,6 +136,13 @@ class Schedule(StrictModel):
         default=1.0,
         ge=0,
         description="step k's loss weight is min(persistence, climatology MSE at k)^-power",
+    )
+    grad_clip: float = Field(default=0.0, ge=0, description="0: off; else the max gradient norm")
+    block_climatology_days: int = Field(
+        default=0,
+        ge=0,
+        description="N > 0: a window's anomalies are taken from the climatology of the training "
+        "period less the N-day block its initial time lies in, as a held-out period's are",
     )
     threads: int = Field(default=1, ge=1, description="torch intra-op threads")
 

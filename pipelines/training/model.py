@@ -49,6 +49,11 @@ class AnomalyCore(nn.Module):
     latest anomaly*: the CNN sees only how the recent past differs from now, so a warm or cold
     spell outside the training range does not push it out of distribution; the latest anomaly
     itself reaches only the linear stencil (damping towards climatology stays linear).
+
+    With ``design.regime`` the stencil also sees every anomaly input scaled by the regime
+    index ``r = tanh(domain mean of |anomaly now - anomaly 24 h ago|)`` per channel, and
+    ``r`` itself: how much of the anomaly to keep depends on how settled the weather has been
+    over the whole field (a settled spell persists, a changeable one returns to climatology).
     """
 
     def __init__(self, design: ModelDesign, channels: int, lat: np.ndarray, lon: np.ndarray):
@@ -60,6 +65,7 @@ class AnomalyCore(nn.Module):
         self.skip_kernel = design.skip_kernel
         self.channels = channels
         self.invariant = design.invariant
+        self.regime_lag = self.lags.index(24) if design.regime else None
         yy = _unit_coordinate(lat)
         xx = _unit_coordinate(lon)
         grid = torch.stack(
@@ -69,7 +75,8 @@ class AnomalyCore(nn.Module):
         self.register_buffer("coords", grid[None])
         lagged_inputs = len(self.lags) - int(self.invariant) + int(self.mean_window > 0)
         n_in = channels * lagged_inputs + 4
-        skip_in = n_in + channels * int(self.invariant)
+        regime_inputs = len(self.lags) + int(self.mean_window > 0) + 1 if design.regime else 0
+        skip_in = n_in + channels * (int(self.invariant) + regime_inputs)
         self.skip = _zeroed(nn.Conv2d(skip_in, channels, design.skip_kernel))
         convs = []
         width = n_in
@@ -94,10 +101,20 @@ class AnomalyCore(nn.Module):
         parts.append(self.coords.expand(batch, -1, -1, -1))
         return torch.cat(parts, dim=1)
 
+    def regime_terms(self, lagged: list[Tensor], mean: Tensor | None) -> list[Tensor]:
+        """The anomaly inputs times the regime index ``r`` [B, C, 1, 1], and ``r`` as a field."""
+        if self.regime_lag is None:
+            return []
+        change = (lagged[0] - lagged[self.regime_lag]).abs().mean(dim=(2, 3), keepdim=True)
+        r = torch.tanh(change)  # bounded, so a rollout that drifts cannot feed on itself
+        inputs = list(lagged) + ([mean] if mean is not None else [])
+        return [part * r for part in inputs] + [r * torch.ones_like(lagged[0])]
+
     def step(self, lagged: list[Tensor], mean: Tensor | None, hour: Tensor) -> Tensor:
         """The next anomaly [B, C, lat, lon]; ``lagged[j]`` is the anomaly ``lags[j]`` back."""
         f = self.features(lagged, mean, hour)
-        linear_in = torch.cat([f, lagged[0]], dim=1) if self.invariant else f
+        extra = ([lagged[0]] if self.invariant else []) + self.regime_terms(lagged, mean)
+        linear_in = torch.cat([f, *extra], dim=1) if extra else f
         y = lagged[0] + self.skip(_pad(linear_in, self.skip_kernel))
         if self.out is not None:
             h = f

@@ -3,7 +3,9 @@
 The rollout loss feeds the model its own outputs for ``rollout_steps`` steps and sums the
 latitude-weighted MSE of every step, weighted by ``min(persistence, climatology MSE at that
 step)^-power`` (normalised to mean 1): each lead counts in proportion to how hard its baseline
-is to beat, which is what the promotion gate compares.
+is to beat, which is what the promotion gate compares. With ``block_climatology_days`` every
+window's anomalies come from a climatology that never saw the window's block, as a held-out
+period's do, so the model learns how much of a departure from such a climatology persists.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ from pipelines.evaluate.baselines import hour_of_day_climatology
 from pipelines.evaluate.metrics import lat_weights
 from pipelines.training.fields import Fields
 from pipelines.training.model import AnomalyCore, RawFieldModel
-from pipelines.training.windows import anomalies, anomaly_scale, gather_windows, window_starts
+from pipelines.training.windows import (
+    anomalies,
+    anomaly_scale,
+    block_anomalies,
+    gather_windows,
+    window_starts,
+)
 from schemas.train_config import ModelDesign, Schedule
 
 log = logging.getLogger(__name__)
@@ -38,20 +46,32 @@ class TrainedModel:
     losses: list[float] = field(default_factory=list)  # mean loss of every epoch
 
 
+class _Windows:
+    """Training windows cut from the anomaly version of their initial time's block."""
+
+    def __init__(self, versions: torch.Tensor, block: torch.Tensor, history: int) -> None:
+        self.versions, self.block, self.history = versions, block, history
+
+    def cut(self, starts: torch.Tensor, length: int) -> torch.Tensor:
+        """[B, length, C, lat, lon] from ``starts`` [B]."""
+        version = self.block[starts + self.history - 1]
+        return self.versions[version[:, None], starts[:, None] + torch.arange(length)[None, :]]
+
+
 class _Fitter:
     """Runs epochs over windows of the normalised anomaly series."""
 
     def __init__(
         self,
         core: AnomalyCore,
-        series: torch.Tensor,
+        windows: _Windows,
         hours: torch.Tensor,
         weights: torch.Tensor,
         schedule: Schedule,
         rng: np.random.Generator,
         report: Callable[[str], None],
     ) -> None:
-        self.core, self.series, self.hours, self.weights = core, series, hours, weights
+        self.core, self.windows, self.hours, self.weights = core, windows, hours, weights
         self.schedule, self.rng, self.report = schedule, rng, report
         self.losses: list[float] = []
 
@@ -59,7 +79,7 @@ class _Fitter:
         self, starts: torch.Tensor, steps: int, lead_weights: torch.Tensor
     ) -> torch.Tensor:
         core, h, window = self.core, self.core.history, self.core.mean_window
-        seq = self.series[starts[:, None] + torch.arange(h + steps)[None, :]]  # [B, H+K, C, ...]
+        seq = self.windows.cut(starts, h + steps)  # [B, H+K, C, ...]
         past = list(seq[:, :h].unbind(1))
         running = seq[:, h - window : h].sum(1) if window else None
         loss = torch.zeros(())
@@ -89,7 +109,14 @@ class _Fitter:
                 batch = torch.as_tensor(order[b * s.batch_size : (b + 1) * s.batch_size])
                 loss = self.rollout_loss(batch, steps, lead_weights)
                 optimiser.zero_grad()
+                if not torch.isfinite(loss):
+                    raise ValueError(
+                        f"training diverged (loss {loss.item()}) in epoch {epoch + 1} of the "
+                        f"{steps}-step fit: lower schedule.learning_rate or set schedule.grad_clip"
+                    )
                 loss.backward()
+                if s.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.core.parameters(), s.grad_clip)
                 optimiser.step()
                 scheduler.step()
                 total += float(loss.item())
@@ -150,13 +177,19 @@ def train_model(
     report = report or log.info
     started = time.perf_counter()
     torch.set_num_threads(schedule.threads)
-    torch.manual_seed(schedule.seed)
-    rng = np.random.default_rng(schedule.seed)
     hours = fields.hours
     climatology = hour_of_day_climatology(fields.values, hours, train_mask)
     anomaly = anomalies(fields.values, hours, climatology)
     scale = anomaly_scale(anomaly, train_mask)
     series = torch.as_tensor((anomaly / scale[None, :, None, None]).astype(np.float32))
+    block = torch.zeros(len(series), dtype=torch.int64)
+    versions = series[None]
+    if schedule.block_climatology_days:
+        raw, block_np = block_anomalies(
+            fields.values, hours, train_mask, climatology, 24 * schedule.block_climatology_days
+        )
+        versions = torch.as_tensor((raw / scale[None, None, :, None, None]).astype(np.float32))
+        block = torch.as_tensor(block_np)
     h, k = design.history, schedule.rollout_steps
     starts = window_starts(train_mask, h + k, schedule.stride)
     if not len(starts):
@@ -165,12 +198,21 @@ def train_model(
             f"{k}) lies inside the training period: lengthen split.train or shorten them"
         )
     weights = torch.as_tensor(lat_weights(fields.lat, len(fields.lon)), dtype=torch.float32)
+    lead_weights = _lead_weights(series, starts, h, k, weights, schedule.lead_weight_power)
+    torch.manual_seed(schedule.seed)
     core = AnomalyCore(design, len(fields.channel_names), fields.lat, fields.lon)
-    fitter = _Fitter(core, series, torch.as_tensor(hours), weights, schedule, rng, report)
+    fitter = _Fitter(
+        core,
+        _Windows(versions, block, h),
+        torch.as_tensor(hours),
+        weights,
+        schedule,
+        np.random.default_rng(schedule.seed),
+        report,
+    )
     if schedule.pre_epochs:
         one_step = window_starts(train_mask, h + 1)
         fitter.fit(one_step, 1, schedule.pre_epochs, torch.ones(1))
-    lead_weights = _lead_weights(series, starts, h, k, weights, schedule.lead_weight_power)
     fitter.fit(starts, k, schedule.epochs, lead_weights)
     model = RawFieldModel(core, climatology, scale).eval()
     return TrainedModel(

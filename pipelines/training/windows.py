@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipelines.evaluate.baselines import hour_of_day_climatology
+
 
 def window_starts(mask: np.ndarray, length: int, stride: int = 1) -> np.ndarray:
     """Start indices ``s`` with ``mask[s : s + length]`` all True, every ``stride``-th one.
@@ -50,3 +52,33 @@ def gather_windows(series: np.ndarray, starts: np.ndarray, length: int) -> np.nd
     """``series[s : s + length]`` for every start: [len(starts), length, ...]."""
     index = np.asarray(starts, dtype=np.int64)[:, None] + np.arange(length)[None, :]
     return series[index]
+
+
+def block_anomalies(
+    values: np.ndarray,
+    hours: np.ndarray,
+    train_mask: np.ndarray,
+    climatology: np.ndarray,
+    block_hours: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Anomalies as a held-out period sees them: from a climatology that never saw them.
+
+    The time axis is cut into blocks of ``block_hours``; version ``b`` of the anomalies is
+    taken from the hour-of-day climatology of the training times outside block ``b``, so a
+    window whose initial time lies in block ``b`` is trained on ``versions[b]``. Blocks whose
+    complement lacks an hour of the day fall back to ``climatology``.
+
+    Returns
+    -------
+    tuple
+        float32 ``versions`` [blocks, time, channel, lat, lon] and int64 ``block`` [time].
+    """
+    train_mask = np.asarray(train_mask, dtype=bool)
+    block = np.arange(len(values)) // block_hours
+    versions = []
+    for b in range(int(block[-1]) + 1):
+        outside = train_mask & (block != b)
+        covered = all(np.any(outside & (hours == h)) for h in range(24))
+        table = hour_of_day_climatology(values, hours, outside) if covered else climatology
+        versions.append(anomalies(values, hours, table))
+    return np.stack(versions), block.astype(np.int64)

@@ -40,6 +40,7 @@ TINY = [
     "design.mean_window=6",
     "design.hidden=4",
     "design.layers=1",
+    "design.regime=false",
     "schedule.epochs=2",
     "schedule.rollout_steps=3",
     "schedule.stride=4",

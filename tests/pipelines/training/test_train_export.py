@@ -67,6 +67,41 @@ def test_invariant_design_feeds_the_cnn_only_departures_from_the_latest_anomaly(
     assert core.skip.in_channels == features.shape[1] + 1  # + the latest anomaly itself
 
 
+def test_regime_terms_scale_the_anomalies_by_the_field_s_24_hour_change(fields: Fields) -> None:
+    design = ModelDesign(history=25, lags=[0, 1, 24], mean_window=6, layers=0, regime=True)
+    core = AnomalyCore(design, 1, fields.lat, fields.lon)
+    rng = np.random.default_rng(3)
+    lagged = [torch.as_tensor(rng.normal(size=(2, 1, 7, 9)), dtype=torch.float32) for _ in range(3)]
+    mean = torch.as_tensor(rng.normal(size=(2, 1, 7, 9)), dtype=torch.float32)
+    terms = core.regime_terms(lagged, mean)
+    r = torch.tanh((lagged[0] - lagged[2]).abs().mean(dim=(2, 3), keepdim=True))
+    assert len(terms) == 5  # three lags, the mean, r itself
+    torch.testing.assert_close(terms[1], lagged[1] * r)
+    torch.testing.assert_close(terms[-1][:, :, 3, 4], r[:, :, 0, 0])
+    settled = core.regime_terms([lagged[0], lagged[1], lagged[0]], mean)
+    assert all(float(term.abs().max()) == 0.0 for term in settled)  # no change: no regime term
+    hour = torch.tensor([3, 17])
+    assert core.skip.in_channels == core.features(lagged, mean, hour).shape[1] + len(terms)
+
+
+def test_block_climatology_trains_on_anomalies_a_held_out_block_would_see(fields: Fields) -> None:
+    train_mask, _ = split_masks(fields.times, HELD_OUT, None)
+    schedule = TINY_SCHEDULE.model_copy(update={"block_climatology_days": 2})
+    blocked = train_model(fields, train_mask, TINY_DESIGN, schedule, lambda _: None)
+    plain = _train(fields)
+    np.testing.assert_array_equal(
+        blocked.climatology,
+        train_model(fields, train_mask, TINY_DESIGN, TINY_SCHEDULE, lambda _: None).climatology,
+    )  # the exported normalisation is still the whole training period's
+    differ = [
+        not torch.equal(a, b)
+        for a, b in zip(
+            blocked.model.state_dict().values(), plain.state_dict().values(), strict=True
+        )
+    ]
+    assert any(differ)
+
+
 def test_training_is_seeded_and_reproducible(fields: Fields) -> None:
     first, again, other = _train(fields), _train(fields), _train(fields, seed=1)
     for (name, a), (_, b) in zip(
@@ -98,17 +133,21 @@ def test_training_improves_on_the_untrained_model(fields: Fields) -> None:
     assert trained.climatology.shape == (24, 1, 7, 9) and trained.scale.shape == (1,)
 
 
-def test_export_runs_under_onnx_runtime_like_torch(fields: Fields, tmp_path: Path) -> None:
-    config = TrainConfig.model_validate(
+def _tiny_config(out: Path, design: ModelDesign = TINY_DESIGN) -> TrainConfig:
+    return TrainConfig.model_validate(
         {
             "analysis": {"url": "unused"},
             "split": {"held_out": HELD_OUT.model_dump()},
-            "design": TINY_DESIGN.model_dump(),
+            "design": design.model_dump(),
             "schedule": TINY_SCHEDULE.model_dump(),
-            "output": {"dir": str(tmp_path / "model"), "name": "tiny", "version": "t1"},
+            "output": {"dir": str(out), "name": "tiny", "version": "t1"},
             "lead_hours": [1, 2, 3],
         }
     )
+
+
+def test_export_runs_under_onnx_runtime_like_torch(fields: Fields, tmp_path: Path) -> None:
+    config = _tiny_config(tmp_path / "model")
     result = run_training(config, fields, report=lambda _: None)
     card = result.card
     assert result.onnx_path.exists() and result.card_path.exists()
@@ -129,6 +168,15 @@ def test_export_runs_under_onnx_runtime_like_torch(fields: Fields, tmp_path: Pat
     other = _train(fields, seed=5)  # a different model must fail the equivalence check
     with pytest.raises(ModelError, match="differs from the trained torch model"):
         check_equivalence(other, runtime, batch, hours, TOLERANCE_K)
+
+
+def test_a_regime_model_exports_like_torch(fields: Fields, tmp_path: Path) -> None:
+    design = ModelDesign(
+        history=25, lags=[0, 1, 24], mean_window=6, hidden=4, layers=1, regime=True
+    )
+    result = run_training(_tiny_config(tmp_path / "model", design), fields, lambda _: None)
+    assert result.card.inputs.history == 25
+    assert result.max_onnx_difference <= TOLERANCE_K
 
 
 def test_several_variables_train_export_and_score_per_channel(tmp_path: Path) -> None:

@@ -10,8 +10,14 @@ import pytest
 import xarray as xr
 
 from pipelines.errors import SchemaError
+from pipelines.evaluate.baselines import hour_of_day_climatology
 from pipelines.training.fields import load_fields, period_mask, split_masks
-from pipelines.training.windows import anomaly_scale, gather_windows, window_starts
+from pipelines.training.windows import (
+    anomaly_scale,
+    block_anomalies,
+    gather_windows,
+    window_starts,
+)
 from schemas.train_config import Split, TimeRange
 from tests.pipelines.evaluate.stores import synthetic_store
 
@@ -70,6 +76,24 @@ def test_anomaly_scale_is_per_channel_over_training_times() -> None:
     anomaly[:10] = 1000.0  # outside training: ignored
     scale = anomaly_scale(anomaly, mask)
     assert scale.shape == (2,) and 0.7 < scale[0] < 1.3 and 4 < scale[1] < 6
+
+
+def test_block_anomalies_come_from_a_climatology_that_never_saw_the_block() -> None:
+    rng = np.random.default_rng(2)
+    hours = np.arange(96) % 24
+    values = rng.normal(280, 1, (96, 1, 2, 3)) + np.arange(96)[:, None, None, None] * 0.1
+    train = np.ones(96, dtype=bool)
+    train[84:] = False  # held out: in no climatology
+    full = hour_of_day_climatology(values, hours, train)
+    versions, block = block_anomalies(values, hours, train, full, block_hours=24)
+    assert versions.shape == (4, 96, 1, 2, 3) and block.tolist() == [t // 24 for t in range(96)]
+    outside_day_1 = train & (block != 1)
+    expected = values - hour_of_day_climatology(values, hours, outside_day_1)[hours]
+    np.testing.assert_allclose(versions[1], expected, rtol=1e-6)
+    # the warming trend: a day's anomalies from the other days' climatology are biased
+    assert versions[0][:24].mean() < (values - full[hours])[:24].mean() < 0
+    single = block_anomalies(values[:24], hours[:24], train[:24], full, block_hours=24)[0]
+    np.testing.assert_allclose(single[0], values[:24] - full[hours[:24]], rtol=1e-6)
 
 
 def test_load_fields_reads_channels_and_refuses_gaps(tmp_path: Path) -> None:
