@@ -20,44 +20,29 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from bench.skill_splits import add_training_arguments
 from pipelines.skill_gate import DEFAULT_MARGINS
 from schemas.config import load_config
 from schemas.train_config import TrainConfig
 
-# name: (validation block [start, end), the outer training periods it is cut from). The blocks
-# are the three whole weeks inside the shipped split's training period (2019-03-01..03-25), each
-# plus the day its last 24 h forecasts verify in; the shipped held-out week is never touched.
-MAIN_TRAINING = [("2019-03-01T00:00:00Z", "2019-03-25T00:00:00Z")]
+# The shipped split's training period, and the folds cut from it: name -> validation block
+# [start, end), a whole week plus the day its last 24 h forecasts verify in. The shipped
+# held-out week (03-25 onwards) is never touched.
+MAIN_TRAINING = ("2019-03-01T00:00:00Z", "2019-03-25T00:00:00Z")
 FOLDS = {
-    "week 03-01 of 03-25's training": (
-        ("2019-03-01T00:00:00Z", "2019-03-09T00:00:00Z"),
-        MAIN_TRAINING,
-    ),
-    "week 03-08 of 03-25's training": (
-        ("2019-03-08T00:00:00Z", "2019-03-16T00:00:00Z"),
-        MAIN_TRAINING,
-    ),
-    "week 03-15 of 03-25's training": (
-        ("2019-03-15T00:00:00Z", "2019-03-23T00:00:00Z"),
-        MAIN_TRAINING,
-    ),
+    "week 03-01 of 03-25's training": ("2019-03-01T00:00:00Z", "2019-03-09T00:00:00Z"),
+    "week 03-08 of 03-25's training": ("2019-03-08T00:00:00Z", "2019-03-16T00:00:00Z"),
+    "week 03-15 of 03-25's training": ("2019-03-15T00:00:00Z", "2019-03-23T00:00:00Z"),
 }
-STORE_END = "2019-04-01T00:00:00Z"  # the end of the bundled sample (exclusive)
 
 
 def _fold_overrides(fold: str) -> list[str]:
     """Held out: the block's initial times whose 24 h lead stays in the block; trained on the
-    outer training periods less the whole block."""
-    (start, end), outer = FOLDS[fold]
-    stop = end or STORE_END
+    main training period less the whole block."""
+    start, stop = FOLDS[fold]
     last_init = (datetime.fromisoformat(stop) - timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    train = []
-    for a, b in outer:  # each outer period less the block [start, stop)
-        b_or_end = b or STORE_END
-        if a < start:
-            train.append(f"{{start: {a}, end: {min(b_or_end, start)}}}")
-        if stop < b_or_end:
-            train.append(f"{{start: {max(a, stop)}, end: {b or 'null'}}}")
+    first, end = MAIN_TRAINING
+    train = [f"{{start: {a}, end: {b}}}" for a, b in ((first, start), (stop, end)) if a < b]
     return [
         f"split.held_out.start={start}",
         f"split.held_out.end={last_init}",
@@ -101,10 +86,7 @@ def run_fold(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.inner_validation", description=__doc__)
-    parser.add_argument("--config", default="configs/train.yaml")
-    parser.add_argument("--store", default="output/analysis.zarr")
-    parser.add_argument("--out", default="output/bench/inner_validation")
-    parser.add_argument("--jobs", type=int, default=2, help="folds trained at once")
+    add_training_arguments(parser, out="output/bench/inner_validation", jobs="folds")
     parser.add_argument(
         "--variant",
         action="append",

@@ -69,12 +69,17 @@ def run_split(config_path: str, store: str, out_dir: str, name: str, extra: list
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.skill_splits", description=__doc__)
+def add_training_arguments(parser: argparse.ArgumentParser, out: str, jobs: str) -> None:
+    """The options every training bench takes: config, store, output folder, parallel jobs."""
     parser.add_argument("--config", default="configs/train.yaml")
     parser.add_argument("--store", default="output/analysis.zarr")
-    parser.add_argument("--out", default="output/bench/skill_splits")
-    parser.add_argument("--jobs", type=int, default=2, help="splits trained at once")
+    parser.add_argument("--out", default=out)
+    parser.add_argument("--jobs", type=int, default=2, help=f"{jobs} trained at once")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.skill_splits", description=__doc__)
+    add_training_arguments(parser, out="output/bench/skill_splits", jobs="splits")
     parser.add_argument("--only", action="append", choices=sorted(SPLITS), help="these splits")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
     args = parser.parse_args(argv)

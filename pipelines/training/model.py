@@ -30,6 +30,11 @@ def _pad(z: Tensor, kernel: int) -> Tensor:
     return functional.pad(z, (p, p, p, p), mode="replicate") if p else z
 
 
+def _anomaly_inputs(lagged: list[Tensor], mean: Tensor | None) -> list[Tensor]:
+    """The lagged anomalies and, when the design has one, their running mean."""
+    return [*lagged, mean] if mean is not None else list(lagged)
+
+
 def _zeroed(conv: nn.Conv2d) -> nn.Conv2d:
     nn.init.zeros_(conv.weight)
     if conv.bias is not None:
@@ -91,7 +96,7 @@ class AnomalyCore(nn.Module):
     def features(self, lagged: list[Tensor], mean: Tensor | None, hour: Tensor) -> Tensor:
         """[B, n_in, lat, lon] from lagged anomalies [B, C, lat, lon] and the target hour."""
         batch = lagged[0].shape[0]
-        parts = list(lagged) + ([mean] if mean is not None else [])
+        parts = _anomaly_inputs(lagged, mean)
         if self.invariant:
             parts = [part - lagged[0] for part in parts[1:]]
         angle = hour.to(torch.float32) * (2 * math.pi / 24)
@@ -107,7 +112,7 @@ class AnomalyCore(nn.Module):
             return []
         change = (lagged[0] - lagged[self.regime_lag]).abs().mean(dim=(2, 3), keepdim=True)
         r = torch.tanh(change)  # bounded, so a rollout that drifts cannot feed on itself
-        inputs = list(lagged) + ([mean] if mean is not None else [])
+        inputs = _anomaly_inputs(lagged, mean)
         return [part * r for part in inputs] + [r * torch.ones_like(lagged[0])]
 
     def step(self, lagged: list[Tensor], mean: Tensor | None, hour: Tensor) -> Tensor:
