@@ -144,6 +144,12 @@ class Schedule(StrictModel):
         description="N > 0: a window's anomalies are taken from the climatology of the training "
         "period less the N-day block its initial time lies in, as a held-out period's are",
     )
+    members: int = Field(
+        default=1,
+        ge=1,
+        description="train this many members (seeds seed, seed + 1, ...) and ship the mean of "
+        "their parameters (needs design.layers 0: a step linear in its parameters)",
+    )
     threads: int = Field(default=1, ge=1, description="torch intra-op threads")
 
 
@@ -181,3 +187,13 @@ class TrainConfig(StrictModel):
     storage: StorageOptions = StorageOptions()
 
     _check_leads = field_validator("lead_hours")(sorted_lead_hours)
+
+    @model_validator(mode="after")
+    def _members_average_linearly(self) -> TrainConfig:
+        if self.schedule.members > 1 and self.design.layers > 0:
+            raise ValueError(
+                f"schedule.members {self.schedule.members} averages the members' parameters, "
+                "which is their mean forecast step only for a linear stencil: set "
+                "design.layers 0 or schedule.members 1"
+            )
+        return self

@@ -143,6 +143,33 @@ def _lead_weights(
     return (lw / lw.mean()).to(torch.float32)
 
 
+def _member_fitter(
+    design: ModelDesign,
+    schedule: Schedule,
+    seed: int,
+    fields: Fields,
+    windows: _Windows,
+    weights: torch.Tensor,
+    report: Callable[[str], None],
+) -> _Fitter:
+    """A fresh core (seeded) and the fitter that trains it on ``windows``."""
+    torch.manual_seed(seed)
+    core = AnomalyCore(design, len(fields.channel_names), fields.lat, fields.lon)
+    rng = np.random.default_rng(seed)
+    return _Fitter(core, windows, torch.as_tensor(fields.hours), weights, schedule, rng, report)
+
+
+def _averaged(cores: list[AnomalyCore]) -> AnomalyCore:
+    """One core whose parameters are the members' mean. With a linear stencil (no CNN) the
+    step is linear in its parameters, so this is the mean of the members' steps."""
+    if len(cores) > 1:
+        members = [dict(core.named_parameters()) for core in cores]
+        with torch.no_grad():
+            for name, parameter in members[0].items():
+                parameter.copy_(torch.stack([member[name] for member in members]).mean(0))
+    return cores[0]
+
+
 def train_model(
     fields: Fields,
     train_mask: np.ndarray,
@@ -199,21 +226,17 @@ def train_model(
         )
     weights = torch.as_tensor(lat_weights(fields.lat, len(fields.lon)), dtype=torch.float32)
     lead_weights = _lead_weights(series, starts, h, k, weights, schedule.lead_weight_power)
-    torch.manual_seed(schedule.seed)
-    core = AnomalyCore(design, len(fields.channel_names), fields.lat, fields.lon)
-    fitter = _Fitter(
-        core,
-        _Windows(versions, block, h),
-        torch.as_tensor(hours),
-        weights,
-        schedule,
-        np.random.default_rng(schedule.seed),
-        report,
-    )
-    if schedule.pre_epochs:
-        one_step = window_starts(train_mask, h + 1)
-        fitter.fit(one_step, 1, schedule.pre_epochs, torch.ones(1))
-    fitter.fit(starts, k, schedule.epochs, lead_weights)
+    windows = _Windows(versions, block, h)
+    fitters = []
+    for member in range(schedule.members):
+        fitter = _member_fitter(
+            design, schedule, schedule.seed + member, fields, windows, weights, report
+        )
+        if schedule.pre_epochs:
+            fitter.fit(window_starts(train_mask, h + 1), 1, schedule.pre_epochs, torch.ones(1))
+        fitter.fit(starts, k, schedule.epochs, lead_weights)
+        fitters.append(fitter)
+    core = _averaged([fitter.core for fitter in fitters])
     model = RawFieldModel(core, climatology, scale).eval()
     return TrainedModel(
         model=model,
@@ -221,5 +244,5 @@ def train_model(
         scale=scale,
         n_windows=len(starts),
         seconds=time.perf_counter() - started,
-        losses=fitter.losses,
+        losses=np.mean([fitter.losses for fitter in fitters], axis=0).tolist(),
     )

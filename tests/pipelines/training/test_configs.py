@@ -46,3 +46,8 @@ def test_model_source_is_chosen_by_kind() -> None:
 def test_bad_designs_are_refused(design: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ModelDesign.model_validate(design)
+
+
+def test_members_need_a_linear_stencil() -> None:
+    with pytest.raises(ValueError, match=r"schedule\.members 3 averages"):
+        load_config(TrainConfig, CONFIGS / "train.yaml", ["schedule.members=3", "design.layers=2"])

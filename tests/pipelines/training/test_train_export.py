@@ -115,6 +115,21 @@ def test_training_is_seeded_and_reproducible(fields: Fields) -> None:
     assert any(differ)
 
 
+def test_members_ship_the_mean_of_their_parameters(fields: Fields) -> None:
+    train_mask, _ = split_masks(fields.times, HELD_OUT, None)
+    linear = TINY_DESIGN.model_copy(update={"layers": 0})
+
+    def trained(seed: int, members: int) -> dict[str, torch.Tensor]:
+        schedule = TINY_SCHEDULE.model_copy(update={"seed": seed, "members": members})
+        model = train_model(fields, train_mask, linear, schedule, lambda _: None).model
+        return dict(model.named_parameters())
+
+    first, second, ensemble = trained(0, 1), trained(1, 1), trained(0, 2)
+    assert not torch.equal(first["core.skip.weight"], second["core.skip.weight"])
+    for name, parameter in ensemble.items():
+        torch.testing.assert_close(parameter, (first[name] + second[name]) / 2)
+
+
 def test_training_never_sees_the_held_out_period(fields: Fields) -> None:
     _, held = split_masks(fields.times, HELD_OUT, None)
     changed = fields.values.copy()
