@@ -1,14 +1,14 @@
 """Choose a model design by validation inside the training period, never the held-out week.
 
 ``python -m bench.inner_validation --variant "linear:design.layers=0" --variant
-"cnn:design.layers=2"`` (after ``climate ingest --config configs/ingest.yaml``): for every design
-variant (``configs/train.yaml`` with the variant's overrides) and every inner fold, trains on the
-shipped split's training period (2019-03-01..03-25) less one of its three whole weeks, scores
-that week's initial times (their 24 h forecasts verify before the next training time; the
-climatology is the inner training times' only), and prints each fold's gate ratios
-(``RMSE / min(baselines)`` divided by ``1 - margin``: below 1 passes), how many folds each
-variant passes and its mean worst ratio. The shipped held-out week (03-25 onwards) is never
-read. A training that diverges fails its fold.
+"cnn:design.layers=2;schedule.members=1"`` (after ``climate ingest --config configs/ingest.yaml``):
+for every design variant (``configs/train.yaml`` with the variant's overrides) and every inner
+fold, trains on the shipped split's training period (2019-03-01..03-25) less one of its three whole
+weeks, scores that week's initial times (their 24 h forecasts verify before the next training time;
+the climatology is the inner training times' only), and prints each fold's gate ratios (``RMSE /
+min(baselines)`` divided by ``1 - margin``: below 1 passes), how many folds each variant passes and
+its mean worst ratio. The shipped held-out week (03-25 onwards) is never read. A training that
+diverges fails its fold.
 """
 
 from __future__ import annotations

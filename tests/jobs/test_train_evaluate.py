@@ -41,6 +41,7 @@ TINY = [
     "design.hidden=4",
     "design.layers=1",
     "design.regime=false",
+    "schedule.members=1",
     "schedule.epochs=2",
     "schedule.rollout_steps=3",
     "schedule.stride=4",
