@@ -26,10 +26,10 @@ from pipelines.evaluate.metrics import lat_weights
 from pipelines.training.fields import Fields
 from pipelines.training.model import AnomalyCore, RawFieldModel
 from pipelines.training.windows import (
+    AnomalyWindows,
     anomalies,
     anomaly_scale,
-    block_anomalies,
-    gather_windows,
+    block_climatologies,
     window_starts,
 )
 from schemas.train_config import ModelDesign, Schedule
@@ -49,25 +49,13 @@ class TrainedModel:
     losses: list[float] = field(default_factory=list)  # mean loss of every epoch
 
 
-class _Windows:
-    """Training windows cut from the anomaly version of their initial time's block."""
-
-    def __init__(self, versions: torch.Tensor, block: torch.Tensor, history: int) -> None:
-        self.versions, self.block, self.history = versions, block, history
-
-    def cut(self, starts: torch.Tensor, length: int) -> torch.Tensor:
-        """[B, length, C, lat, lon] from ``starts`` [B]."""
-        version = self.block[starts + self.history - 1]
-        return self.versions[version[:, None], starts[:, None] + torch.arange(length)[None, :]]
-
-
 class _Fitter:
     """Runs epochs over windows of the normalised anomaly series."""
 
     def __init__(
         self,
         core: AnomalyCore,
-        windows: _Windows,
+        windows: AnomalyWindows,
         hours: torch.Tensor,
         weights: torch.Tensor,
         schedule: Schedule,
@@ -82,7 +70,7 @@ class _Fitter:
         self, starts: torch.Tensor, steps: int, lead_weights: torch.Tensor
     ) -> torch.Tensor:
         core, h, window = self.core, self.core.history, self.core.mean_window
-        seq = self.windows.cut(starts, h + steps)  # [B, H+K, C, ...]
+        seq = torch.as_tensor(self.windows.cut(starts, h + steps))  # [B, H+K, C, ...]
         past = list(seq[:, :h].unbind(1))
         running = seq[:, h - window : h].sum(1) if window else None
         loss = torch.zeros(())
@@ -128,15 +116,9 @@ class _Fitter:
 
 
 def _lead_weights(
-    series: torch.Tensor,
-    starts: np.ndarray,
-    history: int,
-    steps: int,
-    weights: torch.Tensor,
-    power: float,
+    seq: torch.Tensor, history: int, steps: int, weights: torch.Tensor, power: float
 ) -> torch.Tensor:
-    """min(persistence MSE, climatology MSE)^-power per step on the training windows."""
-    seq = torch.as_tensor(gather_windows(series.numpy(), starts, history + steps))
+    """min(persistence MSE, climatology MSE)^-power per step of the training windows ``seq``."""
     last = seq[:, history - 1]
     persistence = torch.stack(
         [(weights * (seq[:, history + k] - last) ** 2).mean() for k in range(steps)]
@@ -151,7 +133,7 @@ def _member_fitter(
     schedule: Schedule,
     seed: int,
     fields: Fields,
-    windows: _Windows,
+    windows: AnomalyWindows,
     weights: torch.Tensor,
     report: Callable[[str], None],
 ) -> _Fitter:
@@ -208,19 +190,16 @@ def train_model(
     started = time.perf_counter()
     torch.set_num_threads(schedule.threads)
     hours = fields.hours
+    h, k = design.history, schedule.rollout_steps
     climatology = hour_of_day_climatology(fields.values, hours, train_mask)
-    anomaly = anomalies(fields.values, hours, climatology)
-    scale = anomaly_scale(anomaly, train_mask)
-    series = torch.as_tensor((anomaly / scale[None, :, None, None]).astype(np.float32))
-    block = torch.zeros(len(series), dtype=torch.int64)
-    versions = series[None]
+    scale = anomaly_scale(anomalies(fields.values, hours, climatology), train_mask)
+    whole = AnomalyWindows(fields.values, hours, climatology[None], np.zeros_like(hours), scale, h)
+    windows = whole
     if schedule.block_climatology_days:
-        raw, block_np = block_anomalies(
+        tables, block = block_climatologies(
             fields.values, hours, train_mask, climatology, 24 * schedule.block_climatology_days
         )
-        versions = torch.as_tensor((raw / scale[None, None, :, None, None]).astype(np.float32))
-        block = torch.as_tensor(block_np)
-    h, k = design.history, schedule.rollout_steps
+        windows = AnomalyWindows(fields.values, hours, tables, block, scale, h)
     starts = window_starts(train_mask, h + k, schedule.stride)
     if not len(starts):
         raise ValueError(
@@ -228,8 +207,9 @@ def train_model(
             f"{k}) lies inside the training period: lengthen split.train or shorten them"
         )
     weights = torch.as_tensor(lat_weights(fields.lat, len(fields.lon)), dtype=torch.float32)
-    lead_weights = _lead_weights(series, starts, h, k, weights, schedule.lead_weight_power)
-    windows = _Windows(versions, block, h)
+    lead_weights = _lead_weights(
+        torch.as_tensor(whole.cut(starts, h + k)), h, k, weights, schedule.lead_weight_power
+    )
     fitters = []
     for member in range(schedule.members):
         fitter = _member_fitter(

@@ -13,9 +13,10 @@ from pipelines.errors import SchemaError
 from pipelines.evaluate.baselines import hour_of_day_climatology
 from pipelines.training.fields import load_fields, period_mask, split_masks
 from pipelines.training.windows import (
+    AnomalyWindows,
+    anomalies,
     anomaly_scale,
-    block_anomalies,
-    gather_windows,
+    block_climatologies,
     window_starts,
 )
 from schemas.train_config import Split, TimeRange
@@ -62,10 +63,6 @@ def test_windows_never_cross_a_gap_in_the_training_mask() -> None:
     assert window_starts(mask, 5).tolist() == [0, 1, 2, 3, 10, 11, 12, 13, 14, 15]
     assert window_starts(mask, 5, stride=3).tolist() == [0, 3, 12, 15]
     assert window_starts(mask, 30).size == 0
-    series = np.arange(20)
-    np.testing.assert_array_equal(
-        gather_windows(series, np.array([0, 10]), 3), [[0, 1, 2], [10, 11, 12]]
-    )
 
 
 def test_anomaly_scale_is_per_channel_over_training_times() -> None:
@@ -78,22 +75,44 @@ def test_anomaly_scale_is_per_channel_over_training_times() -> None:
     assert scale.shape == (2,) and 0.7 < scale[0] < 1.3 and 4 < scale[1] < 6
 
 
-def test_block_anomalies_come_from_a_climatology_that_never_saw_the_block() -> None:
+def test_block_climatologies_never_saw_their_block() -> None:
     rng = np.random.default_rng(2)
     hours = np.arange(96) % 24
     values = rng.normal(280, 1, (96, 1, 2, 3)) + np.arange(96)[:, None, None, None] * 0.1
     train = np.ones(96, dtype=bool)
     train[84:] = False  # held out: in no climatology
     full = hour_of_day_climatology(values, hours, train)
-    versions, block = block_anomalies(values, hours, train, full, block_hours=24)
-    assert versions.shape == (4, 96, 1, 2, 3) and block.tolist() == [t // 24 for t in range(96)]
+    tables, block = block_climatologies(values, hours, train, full, block_hours=24)
+    assert tables.shape == (4, 24, 1, 2, 3) and block.tolist() == [t // 24 for t in range(96)]
     outside_day_1 = train & (block != 1)
-    expected = values - hour_of_day_climatology(values, hours, outside_day_1)[hours]
-    np.testing.assert_allclose(versions[1], expected, rtol=1e-6)
-    # the warming trend: a day's anomalies from the other days' climatology are biased
-    assert versions[0][:24].mean() < (values - full[hours])[:24].mean() < 0
-    single = block_anomalies(values[:24], hours[:24], train[:24], full, block_hours=24)[0]
-    np.testing.assert_allclose(single[0], values[:24] - full[hours[:24]], rtol=1e-6)
+    expected = hour_of_day_climatology(values, hours, outside_day_1)
+    np.testing.assert_array_equal(tables[1], expected)
+    single = block_climatologies(values[:24], hours[:24], train[:24], full, block_hours=24)[0]
+    np.testing.assert_array_equal(single[0], full)  # no other day: the full climatology
+
+
+def test_windows_take_their_initial_time_s_block_climatology() -> None:
+    rng = np.random.default_rng(4)
+    hours = np.arange(96) % 24
+    values = (rng.normal(280, 1, (96, 1, 2, 3)) + np.arange(96)[:, None, None, None] * 0.1).astype(
+        np.float32
+    )
+    train = np.ones(96, dtype=bool)
+    full = hour_of_day_climatology(values, hours, train)
+    tables, block = block_climatologies(values, hours, train, full, block_hours=24)
+    scale = np.array([2.0])
+    windows = AnomalyWindows(values, hours, tables, block, scale, history=6)
+    cut = windows.cut(np.array([0, 20, 40]), 10)
+    assert cut.shape == (3, 10, 1, 2, 3) and cut.dtype == np.float32
+    # start 20: initial time 25 lies in day 1, so the whole window uses day 1's table
+    np.testing.assert_allclose(cut[1], (values[20:30] - tables[1][hours[20:30]]) / 2.0, rtol=1e-6)
+    np.testing.assert_allclose(cut[0], (values[0:10] - tables[0][hours[0:10]]) / 2.0, rtol=1e-6)
+    # the warming trend: day 0's anomalies from the other days' climatology are biased cold
+    assert cut[0].mean() < anomalies(values[0:10], hours[0:10], full).mean() / 2.0 < 0
+    whole = AnomalyWindows(values, hours, full[None], np.zeros_like(hours), scale, history=6)
+    np.testing.assert_allclose(
+        whole.cut(np.array([40]), 10)[0], anomalies(values[40:50], hours[40:50], full) / 2.0
+    )
 
 
 def test_load_fields_reads_channels_and_refuses_gaps(tmp_path: Path) -> None:
