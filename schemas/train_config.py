@@ -105,6 +105,10 @@ class ModelDesign(StrictModel):
         default=False,
         description="stencil inputs scaled by the field's 24 h change (needs lag 24)",
     )
+    persistence_regime: bool = Field(
+        default=False,
+        description="stencil inputs also scaled by the field's 24 h pattern correlation",
+    )
 
     @model_validator(mode="after")
     def _fits_history(self) -> ModelDesign:
@@ -112,7 +116,7 @@ class ModelDesign(StrictModel):
             raise ValueError(f"lags {self.lags} must be ascending, unique and start at 0")
         if self.lags[-1] >= self.history:
             raise ValueError(f"lag {self.lags[-1]} needs history > {self.lags[-1]}")
-        if self.regime and 24 not in self.lags:
+        if (self.regime or self.persistence_regime) and 24 not in self.lags:
             raise ValueError(f"regime needs lag 24 among lags {self.lags} (and history >= 25)")
         if self.mean_window > self.history:
             raise ValueError(f"mean_window {self.mean_window} > history {self.history}")

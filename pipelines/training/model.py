@@ -59,6 +59,9 @@ class AnomalyCore(nn.Module):
     index ``r = tanh(domain mean of |anomaly now - anomaly 24 h ago|)`` per channel, and
     ``r`` itself: how much of the anomaly to keep depends on how settled the weather has been
     over the whole field (a settled spell persists, a changeable one returns to climatology).
+    With ``design.persistence_regime`` the same inputs are also scaled by the uncentred pattern
+    correlation of the anomaly now with the anomaly 24 h ago: how much of the field's
+    departure from climatology survived the last day.
     """
 
     def __init__(self, design: ModelDesign, channels: int, lat: np.ndarray, lon: np.ndarray):
@@ -70,7 +73,10 @@ class AnomalyCore(nn.Module):
         self.skip_kernel = design.skip_kernel
         self.channels = channels
         self.invariant = design.invariant
-        self.regime_lag = self.lags.index(24) if design.regime else None
+        self.regime = design.regime
+        self.persistence_regime = design.persistence_regime
+        uses_lag_24 = design.regime or design.persistence_regime
+        self.regime_lag = self.lags.index(24) if uses_lag_24 else None
         yy = _unit_coordinate(lat)
         xx = _unit_coordinate(lon)
         grid = torch.stack(
@@ -80,7 +86,8 @@ class AnomalyCore(nn.Module):
         self.register_buffer("coords", grid[None])
         lagged_inputs = len(self.lags) - int(self.invariant) + int(self.mean_window > 0)
         n_in = channels * lagged_inputs + 4
-        regime_inputs = len(self.lags) + int(self.mean_window > 0) + 1 if design.regime else 0
+        indices = int(design.regime) + int(design.persistence_regime)
+        regime_inputs = (len(self.lags) + int(self.mean_window > 0) + 1) * indices
         skip_in = n_in + channels * (int(self.invariant) + regime_inputs)
         self.skip = _zeroed(nn.Conv2d(skip_in, channels, design.skip_kernel))
         convs = []
@@ -106,14 +113,29 @@ class AnomalyCore(nn.Module):
         parts.append(self.coords.expand(batch, -1, -1, -1))
         return torch.cat(parts, dim=1)
 
-    def regime_terms(self, lagged: list[Tensor], mean: Tensor | None) -> list[Tensor]:
-        """The anomaly inputs times the regime index ``r`` [B, C, 1, 1], and ``r`` as a field."""
+    def regime_indices(self, lagged: list[Tensor]) -> list[Tensor]:
+        """The design's regime indices, each [B, C, 1, 1] and bounded."""
         if self.regime_lag is None:
             return []
-        change = (lagged[0] - lagged[self.regime_lag]).abs().mean(dim=(2, 3), keepdim=True)
-        r = torch.tanh(change)  # bounded, so a rollout that drifts cannot feed on itself
+        now, before = lagged[0], lagged[self.regime_lag]
+        indices = []
+        if self.regime:  # tanh: a rollout that drifts cannot feed on itself
+            indices.append(torch.tanh((now - before).abs().mean(dim=(2, 3), keepdim=True)))
+        if self.persistence_regime:  # uncentred pattern correlation, in [-1, 1]
+            dot = (now * before).sum(dim=(2, 3), keepdim=True)
+            norms = (now.square().sum(dim=(2, 3), keepdim=True)) * (
+                before.square().sum(dim=(2, 3), keepdim=True)
+            )
+            indices.append(dot / torch.sqrt(norms + 1e-6))
+        return indices
+
+    def regime_terms(self, lagged: list[Tensor], mean: Tensor | None) -> list[Tensor]:
+        """The anomaly inputs times each regime index ``r`` [B, C, 1, 1], and ``r`` as a field."""
         inputs = _anomaly_inputs(lagged, mean)
-        return [part * r for part in inputs] + [r * torch.ones_like(lagged[0])]
+        terms = []
+        for r in self.regime_indices(lagged):
+            terms += [part * r for part in inputs] + [r * torch.ones_like(lagged[0])]
+        return terms
 
     def step(self, lagged: list[Tensor], mean: Tensor | None, hour: Tensor) -> Tensor:
         """The next anomaly [B, C, lat, lon]; ``lagged[j]`` is the anomaly ``lags[j]`` back."""

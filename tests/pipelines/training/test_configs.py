@@ -41,6 +41,7 @@ def test_model_source_is_chosen_by_kind() -> None:
         ({"history": 6, "lags": [0], "mean_window": 7}, "mean_window 7 > history 6"),
         ({"kernel": 4}, "must be odd"),
         ({"regime": True}, "regime needs lag 24"),
+        ({"persistence_regime": True}, "regime needs lag 24"),
     ],
 )
 def test_bad_designs_are_refused(design: dict[str, object], message: str) -> None:

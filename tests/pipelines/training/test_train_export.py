@@ -84,6 +84,30 @@ def test_regime_terms_scale_the_anomalies_by_the_field_s_24_hour_change(fields: 
     assert core.skip.in_channels == core.features(lagged, mean, hour).shape[1] + len(terms)
 
 
+def test_persistence_regime_scales_the_anomalies_by_their_24_hour_pattern_correlation(
+    fields: Fields,
+) -> None:
+    design = ModelDesign(
+        history=25, lags=[0, 1, 24], mean_window=6, layers=0, persistence_regime=True
+    )
+    core = AnomalyCore(design, 1, fields.lat, fields.lon)
+    rng = np.random.default_rng(4)
+    now, hour_ago = (
+        torch.as_tensor(rng.normal(size=(2, 1, 7, 9)), dtype=torch.float32) for _ in range(2)
+    )
+    mean = torch.as_tensor(rng.normal(size=(2, 1, 7, 9)), dtype=torch.float32)
+    for before, rho in ((now * 3.0, 1.0), (-now, -1.0)):
+        (index,) = core.regime_indices([now, hour_ago, before])
+        torch.testing.assert_close(index, torch.full((2, 1, 1, 1), rho), atol=1e-5, rtol=0)
+    before = torch.as_tensor(rng.normal(size=(2, 1, 7, 9)), dtype=torch.float32)
+    (index,) = core.regime_indices([now, hour_ago, before])
+    dot = (now * before).sum(dim=(2, 3))
+    norms = now.square().sum(dim=(2, 3)).sqrt() * before.square().sum(dim=(2, 3)).sqrt()
+    torch.testing.assert_close(index[:, :, 0, 0], dot / norms)
+    terms = core.regime_terms([now, hour_ago, before], mean)
+    torch.testing.assert_close(terms[3], mean * index)
+
+
 def test_block_climatology_trains_on_anomalies_a_held_out_block_would_see(fields: Fields) -> None:
     train_mask, _ = split_masks(fields.times, HELD_OUT, None)
     schedule = TINY_SCHEDULE.model_copy(update={"block_climatology_days": 2})
@@ -185,9 +209,18 @@ def test_export_runs_under_onnx_runtime_like_torch(fields: Fields, tmp_path: Pat
         check_equivalence(other, runtime, batch, hours, TOLERANCE_K)
 
 
-def test_a_regime_model_exports_like_torch(fields: Fields, tmp_path: Path) -> None:
+@pytest.mark.parametrize("persistence_regime", [False, True])
+def test_a_regime_model_exports_like_torch(
+    fields: Fields, tmp_path: Path, persistence_regime: bool
+) -> None:
     design = ModelDesign(
-        history=25, lags=[0, 1, 24], mean_window=6, hidden=4, layers=1, regime=True
+        history=25,
+        lags=[0, 1, 24],
+        mean_window=6,
+        hidden=4,
+        layers=1,
+        regime=True,
+        persistence_regime=persistence_regime,
     )
     result = run_training(_tiny_config(tmp_path / "model", design), fields, lambda _: None)
     assert result.card.inputs.history == 25
