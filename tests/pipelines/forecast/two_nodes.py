@@ -29,6 +29,9 @@ def main(config_path: str, database_url: str, summary_path: str) -> int:
         cluster.wait_for_nodes()
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
+        # start work only once both actors run: on a loaded machine the first actor could
+        # otherwise finish every batch before the second one has started
+        context.wait_for_min_actors_s = 120
         engine = make_engine(database_url)
         migrate(engine)
         summary = run_forecast(config, Settings(database_url=database_url), engine)
