@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -109,6 +110,13 @@ class ModelDesign(StrictModel):
         default=False,
         description="stencil inputs also scaled by the field's 24 h pattern correlation",
     )
+    damping: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="after training, each step's anomaly is multiplied by this: a shrinkage "
+        "towards the climatology that compounds with lead time (1: none)",
+    )
 
     @model_validator(mode="after")
     def _fits_history(self) -> ModelDesign:
@@ -155,6 +163,11 @@ class Schedule(StrictModel):
         "their parameters (needs design.layers 0: a step linear in its parameters)",
     )
     threads: int = Field(default=1, ge=1, description="torch intra-op threads")
+    device: Literal["cpu", "cuda"] = Field(
+        default="cpu",
+        description="where the fit runs; cuda needs a CUDA build of torch and a GPU (the bytes "
+        "differ from a CPU fit's: the shipped model is trained on the CPU)",
+    )
 
 
 class TrainOutput(StrictModel):

@@ -162,12 +162,23 @@ class RawFieldModel(nn.Module):
     """The exported model: raw fields [B, H, C, lat, lon] + target hour [B] -> next [B, C, ...].
 
     Normalisation: ``anomaly = (x - climatology[hour of x]) / scale[channel]``; the climatology
-    [24, C, lat, lon] and the scale [C] are buffers, baked into the ONNX graph.
+    [24, C, lat, lon] and the scale [C] are buffers, baked into the ONNX graph. ``damping``
+    (see :attr:`schemas.train_config.ModelDesign.damping`) multiplies the core's next anomaly,
+    after training: a shrinkage towards the climatology that compounds over a rollout (the
+    anomaly at lead ``n`` steps is shrunk by about ``damping ** n``). At 1 the graph has no
+    such operation.
     """
 
-    def __init__(self, core: AnomalyCore, climatology: np.ndarray, scale: np.ndarray) -> None:
+    def __init__(
+        self,
+        core: AnomalyCore,
+        climatology: np.ndarray,
+        scale: np.ndarray,
+        damping: float = 1.0,
+    ) -> None:
         super().__init__()
         self.core = core
+        self.damping = float(damping)
         self.climatology: Tensor
         self.scale: Tensor
         self.offsets: Tensor
@@ -181,4 +192,6 @@ class RawFieldModel(nn.Module):
         input_hours = torch.remainder(hour[:, None] + self.offsets[None, :], 24)
         anomalies = (fields - self.climatology[input_hours]) / self.scale
         y = self.core(anomalies, hour)
+        if self.damping != 1.0:
+            y = y * self.damping
         return y * self.scale[:, 0] + self.climatology[hour]

@@ -81,13 +81,23 @@ def run_training(
     SchemaError
         A period holds no time of the store.
     """
-    split, design, schedule = config.split, config.design, config.schedule
-    train_mask, held = split_masks(fields.times, split.held_out, split.train)
-    trained = train_model(fields, train_mask, design, schedule, report)
+    train_mask, _ = split_masks(fields.times, config.split.held_out, config.split.train)
+    trained = train_model(fields, train_mask, config.design, config.schedule, report)
+    return publish_model(config, fields, trained)
+
+
+def publish_model(config: TrainConfig, fields: Fields, trained: TrainedModel) -> TrainingResult:
+    """Export a trained model to ``config.output.dir``, check the export, score it.
+
+    ``trained`` must have been trained on ``config.split`` with ``config.design`` (the card
+    says so); :func:`pipelines.training.train.with_damping` gives the same fit with another
+    ``design.damping``.
+    """
+    _, held = split_masks(fields.times, config.split.held_out, config.split.train)
     out_dir = Path(config.output.dir)
     onnx_path, card_path = out_dir / ONNX_NAME, out_dir / CARD_NAME
     partial = out_dir / f"{ONNX_NAME}.partial"
-    example, hours = _example(fields, design.history, held)
+    example, hours = _example(fields, config.design.history, held)
     export_onnx(trained.model, example, hours, partial)
     try:
         card, scores, difference = _check_and_score(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -70,12 +70,13 @@ class _Fitter:
         self, starts: torch.Tensor, steps: int, lead_weights: torch.Tensor
     ) -> torch.Tensor:
         core, h, window = self.core, self.core.history, self.core.mean_window
-        seq = torch.as_tensor(self.windows.cut(starts, h + steps))  # [B, H+K, C, ...]
+        cut = self.windows.cut(starts.numpy(), h + steps)  # [B, H+K, C, ...]
+        seq = torch.as_tensor(cut, device=self.weights.device)
         past = list(seq[:, :h].unbind(1))
         running = seq[:, h - window : h].sum(1) if window else None
-        loss = torch.zeros(())
+        loss = torch.zeros((), device=seq.device)
         for k in range(steps):
-            hour = self.hours[starts + h + k]
+            hour = self.hours[starts + h + k].to(self.weights.device)
             mean = running / window if running is not None else None
             y = core.step([past[-1 - lag] for lag in core.lags], mean, hour)
             loss = loss + lead_weights[k] * (self.weights * (y - seq[:, h + k]) ** 2).mean()
@@ -128,6 +129,16 @@ def _lead_weights(
     return (lw / lw.mean()).to(torch.float32)
 
 
+def _device(schedule: Schedule) -> torch.device:
+    """The fit's device; a CUDA fit on a machine without one is refused before any work."""
+    if schedule.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"schedule.device is cuda but this torch ({torch.__version__}) sees no CUDA "
+            "device: set schedule.device=cpu or install a CUDA build of torch"
+        )
+    return torch.device(schedule.device)
+
+
 def _member_fitter(
     design: ModelDesign,
     schedule: Schedule,
@@ -137,9 +148,11 @@ def _member_fitter(
     weights: torch.Tensor,
     report: Callable[[str], None],
 ) -> _Fitter:
-    """A fresh core (seeded) and the fitter that trains it on ``windows``."""
+    """A fresh core (seeded, built on the CPU, then moved to ``weights``' device) and the
+    fitter that trains it on ``windows``."""
     torch.manual_seed(seed)
     core = AnomalyCore(design, len(fields.channel_names), fields.lat, fields.lon)
+    core = core.to(weights.device)
     rng = np.random.default_rng(seed)
     return _Fitter(core, windows, torch.as_tensor(fields.hours), weights, schedule, rng, report)
 
@@ -187,6 +200,7 @@ def train_model(
         The training period is too short for one window of ``history + rollout_steps``.
     """
     report = report or log.info
+    device = _device(schedule)
     started = time.perf_counter()
     torch.set_num_threads(schedule.threads)
     hours = fields.hours
@@ -209,18 +223,24 @@ def train_model(
     weights = torch.as_tensor(lat_weights(fields.lat, len(fields.lon)), dtype=torch.float32)
     lead_weights = _lead_weights(
         torch.as_tensor(whole.cut(starts, h + k)), h, k, weights, schedule.lead_weight_power
-    )
+    ).to(device)
+    weights = weights.to(device)
     fitters = []
     for member in range(schedule.members):
         fitter = _member_fitter(
             design, schedule, schedule.seed + member, fields, windows, weights, report
         )
         if schedule.pre_epochs:
-            fitter.fit(window_starts(train_mask, h + 1), 1, schedule.pre_epochs, torch.ones(1))
+            fitter.fit(
+                window_starts(train_mask, h + 1),
+                1,
+                schedule.pre_epochs,
+                torch.ones(1, device=device),
+            )
         fitter.fit(starts, k, schedule.epochs, lead_weights)
         fitters.append(fitter)
-    core = _averaged([fitter.core for fitter in fitters])
-    model = RawFieldModel(core, climatology, scale).eval()
+    core = _averaged([fitter.core.cpu() for fitter in fitters])
+    model = RawFieldModel(core, climatology, scale, design.damping).eval()
     return TrainedModel(
         model=model,
         climatology=climatology,
@@ -229,3 +249,10 @@ def train_model(
         seconds=time.perf_counter() - started,
         losses=np.mean([fitter.losses for fitter in fitters], axis=0).tolist(),
     )
+
+
+def with_damping(trained: TrainedModel, damping: float) -> TrainedModel:
+    """The same fit with another ``design.damping`` (it acts after training only); the core's
+    parameters are shared, not copied."""
+    model = RawFieldModel(trained.model.core, trained.climatology, trained.scale, damping)
+    return replace(trained, model=model.eval())

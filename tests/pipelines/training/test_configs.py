@@ -42,6 +42,8 @@ def test_model_source_is_chosen_by_kind() -> None:
         ({"kernel": 4}, "must be odd"),
         ({"regime": True}, "regime needs lag 24"),
         ({"persistence_regime": True}, "regime needs lag 24"),
+        ({"damping": 0.0}, "greater than 0"),
+        ({"damping": 1.01}, "less than or equal to 1"),
     ],
 )
 def test_bad_designs_are_refused(design: dict[str, object], message: str) -> None:

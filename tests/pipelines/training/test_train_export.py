@@ -51,6 +51,17 @@ def test_untrained_model_is_anomaly_persistence(fields: Fields) -> None:
     np.testing.assert_allclose(y[0], expected, rtol=1e-6)
 
 
+def test_damping_shrinks_the_next_anomaly_towards_the_climatology(fields: Fields) -> None:
+    clim = np.random.default_rng(0).normal(280, 2, (24, 1, 7, 9)).astype(np.float32)
+    core = AnomalyCore(TINY_DESIGN, 1, fields.lat, fields.lon)  # untrained: persistence
+    model = RawFieldModel(core, clim, np.array([2.0]), damping=0.5)
+    x = torch.as_tensor(fields.values[10:16][None])
+    with torch.no_grad():
+        y = model(x, torch.tensor([16])).numpy()
+    expected = 0.5 * (fields.values[15] - clim[15]) + clim[16]
+    np.testing.assert_allclose(y[0], expected, rtol=1e-6)
+
+
 def test_invariant_design_feeds_the_cnn_only_departures_from_the_latest_anomaly(
     fields: Fields,
 ) -> None:
@@ -154,6 +165,28 @@ def test_members_ship_the_mean_of_their_parameters(fields: Fields) -> None:
         torch.testing.assert_close(parameter, (first[name] + second[name]) / 2)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_a_cuda_fit_without_a_cuda_device_is_refused_with_the_fix(fields: Fields) -> None:
+    train_mask, _ = split_masks(fields.times, HELD_OUT, None)
+    schedule = TINY_SCHEDULE.model_copy(update={"device": "cuda"})
+    with pytest.raises(ValueError, match=r"sees no CUDA device: set schedule\.device=cpu"):
+        train_model(fields, train_mask, TINY_DESIGN, schedule, lambda _: None)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_fit_agrees_with_the_cpu_fit(fields: Fields) -> None:
+    train_mask, _ = split_masks(fields.times, HELD_OUT, None)
+    cuda = TINY_SCHEDULE.model_copy(update={"device": "cuda"})
+    on_gpu = train_model(fields, train_mask, TINY_DESIGN, cuda, lambda _: None).model
+    on_cpu = _train(fields)
+    for (name, a), (_, b) in zip(
+        on_gpu.state_dict().items(), on_cpu.state_dict().items(), strict=True
+    ):
+        assert a.device.type == "cpu", name  # exported from the CPU
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
+
+
 def test_training_never_sees_the_held_out_period(fields: Fields) -> None:
     _, held = split_masks(fields.times, HELD_OUT, None)
     changed = fields.values.copy()
@@ -225,6 +258,19 @@ def test_a_regime_model_exports_like_torch(
     result = run_training(_tiny_config(tmp_path / "model", design), fields, lambda _: None)
     assert result.card.inputs.history == 25
     assert result.max_onnx_difference <= TOLERANCE_K
+
+
+def test_a_damped_model_exports_like_torch_and_differs_from_the_undamped_one(
+    fields: Fields, tmp_path: Path
+) -> None:
+    damped = TINY_DESIGN.model_copy(update={"damping": 0.9})
+    result = run_training(_tiny_config(tmp_path / "damped", damped), fields, lambda _: None)
+    plain = run_training(_tiny_config(tmp_path / "plain"), fields, lambda _: None)
+    assert result.max_onnx_difference <= TOLERANCE_K
+    assert result.card.training["design"]["damping"] == 0.9
+    assert result.card.sha256 != plain.card.sha256
+    damped_rmse = result.scores.values[("rmse", "model")]
+    assert not np.allclose(damped_rmse, plain.scores.values[("rmse", "model")])
 
 
 def test_several_variables_train_export_and_score_per_channel(tmp_path: Path) -> None:
