@@ -3,12 +3,16 @@
 ``python -m bench.inner_validation --variant "linear:design.layers=0" --variant
 "cnn:design.layers=2;schedule.members=1"`` (after ``climate ingest --config configs/ingest.yaml``):
 for every design variant (``configs/train.yaml`` with the variant's overrides) and every inner
-fold, trains on the shipped split's training period (2019-03-01..03-25) less one of its three whole
-weeks, scores that week's initial times (their 24 h forecasts verify before the next training time;
-the climatology is the inner training times' only), and prints each fold's gate ratios (``RMSE /
-min(baselines)`` divided by ``1 - margin``: below 1 passes), how many folds each variant passes and
-its mean worst ratio. The shipped held-out week (03-25 onwards) is never read. A training that
-diverges fails its fold.
+fold, trains on the outer split's training period less one of its other whole weeks, scores
+that week's initial times (their 24 h forecasts verify inside the week and the day after, and
+their histories lie in the outer training period; the climatology is the inner training
+times' only), and prints each fold's gate ratios (``RMSE / min(baselines)`` divided by
+``1 - margin``: below 1 passes), how many folds each variant passes and its mean worst ratio.
+
+``--outer`` names the outer held-out week (a ``bench.skill_splits`` split; default the shipped
+one, 03-25 onwards), which is never read: run it once per week for a nested selection, each
+week's design chosen inside its own training period. ``--damping`` scores every fold's fit
+once per post-fit damping. A training that diverges fails its fold.
 """
 
 from __future__ import annotations
@@ -17,71 +21,122 @@ import argparse
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from datetime import datetime, timedelta
 from pathlib import Path
 
-from bench.skill_splits import add_training_arguments
+import numpy as np
+
+from bench.skill_splits import SPAWN, SPLITS, add_training_arguments, damped_configs
 from pipelines.skill_gate import DEFAULT_MARGINS
 from schemas.config import load_config
 from schemas.train_config import TrainConfig
 
-# The shipped split's training period, and the folds cut from it: name -> validation block
-# [start, end), a whole week plus the day its last 24 h forecasts verify in. The shipped
-# held-out week (03-25 onwards) is never touched.
-MAIN_TRAINING = ("2019-03-01T00:00:00Z", "2019-03-25T00:00:00Z")
-FOLDS = {
-    "week 03-01 of 03-25's training": ("2019-03-01T00:00:00Z", "2019-03-09T00:00:00Z"),
-    "week 03-08 of 03-25's training": ("2019-03-08T00:00:00Z", "2019-03-16T00:00:00Z"),
-    "week 03-15 of 03-25's training": ("2019-03-15T00:00:00Z", "2019-03-23T00:00:00Z"),
-}
+SHIPPED_OUTER = "week 03-25..end"
+FOLD_DAYS = 8  # a week of initial times and the day their last 24 h forecasts verify in
+HISTORY_HOURS = 24  # the shipped design's history reaches 24 h back
 
 
-def _fold_overrides(fold: str) -> list[str]:
-    """Held out: the block's initial times whose 24 h lead stays in the block; trained on the
-    main training period less the whole block."""
-    start, stop = FOLDS[fold]
-    last_init = (datetime.fromisoformat(stop) - timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    first, end = MAIN_TRAINING
-    train = [f"{{start: {a}, end: {b}}}" for a, b in ((first, start), (stop, end)) if a < b]
-    return [
-        f"split.held_out.start={start}",
-        f"split.held_out.end={last_init}",
-        f"split.train=[{', '.join(train)}]",
-    ]
+def _iso(value: np.datetime64) -> str:
+    return str(np.datetime_as_string(value, unit="s")) + "Z"
+
+
+def _runs(times: np.ndarray, mask: np.ndarray) -> list[tuple[str, str]]:
+    """Contiguous runs of ``mask`` as ``[start, end)`` ISO times (hourly ``times``)."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    starts, stops = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
+    hour = np.timedelta64(1, "h")
+    return [(_iso(times[a]), _iso(times[b - 1] + hour)) for a, b in zip(starts, stops, strict=True)]
+
+
+def _in_week(times: np.ndarray, week: str, extra_days: int = 0) -> np.ndarray:
+    start, end = SPLITS[week]
+    inside = times >= np.datetime64(start.rstrip("Z"))
+    if end is not None:
+        inside &= times < np.datetime64(end.rstrip("Z")) + np.timedelta64(extra_days, "D")
+    return inside
+
+
+def folds(times: np.ndarray, outer: str) -> dict[str, list[str]]:
+    """Inner folds of the outer split's training period: name -> split overrides.
+
+    Each other week of ``SPLITS`` gives a block (the week and the day after, inside the outer
+    training period); the fold trains on the outer training period less the block and scores
+    the block's initial times whose 24 h verifying time is in the block and whose history is
+    in the outer training period (or before the first field, where evaluation pads it).
+    """
+    train = ~_in_week(times, outer)
+    out = {}
+    for week in SPLITS:
+        if week == outer:
+            continue
+        block = _in_week(times, week, extra_days=FOLD_DAYS - 7) & train
+        index = np.arange(len(times))
+        history_ok = np.array(
+            [i < HISTORY_HOURS or train[i - HISTORY_HOURS : i + 1].all() for i in index]
+        )
+        verifies = np.zeros_like(block)
+        verifies[:-HISTORY_HOURS] = block[HISTORY_HOURS:]
+        scored = block & verifies & history_ok
+        if not scored.any():
+            continue
+        (first, _), *_ = _runs(times, scored)
+        last = _runs(times, scored)[-1][1]
+        periods = ", ".join(f"{{start: {a}, end: {b}}}" for a, b in _runs(times, train & ~block))
+        out[f"week {week.split()[1]} of {outer.split()[1]}'s training"] = [
+            f"split.held_out.start={first}",
+            f"split.held_out.end={last}",
+            f"split.train=[{periods}]",
+        ]
+    return out
 
 
 def run_fold(
-    config_path: str, store: str, out: str, variant: str, fold: str
-) -> tuple[str, str, float, dict[int, float]]:
-    """Train one variant on one fold; returns (variant, fold, worst ratio, ratios by lead)."""
-    from pipelines.training.fields import load_fields
-    from pipelines.training.runner import run_training
+    config_path: str,
+    store: str,
+    out: str,
+    variant: str,
+    fold: str,
+    fold_overrides: list[str],
+    dampings: list[float] | None,
+) -> list[tuple[str, str, float, dict[int, float]]]:
+    """Train one variant on one fold; per damping (variant, fold, worst ratio, ratios by lead)."""
+    from pipelines.training.fields import load_fields, split_masks
+    from pipelines.training.runner import publish_model
+    from pipelines.training.train import train_model, with_damping
 
     name, _, sets = variant.partition(":")
     overrides = [
         f"analysis.url={store}",
-        f"output.dir={Path(out) / name / str(list(FOLDS).index(fold))}",
-        *_fold_overrides(fold),
+        f"output.dir={Path(out) / name / fold.split()[1]}",
+        *fold_overrides,
         *[s for s in sets.split(";") if s],
     ]
     config = load_config(TrainConfig, config_path, overrides)
     fields = load_fields(store, config.analysis.variables, config.analysis.levels)
+    train_mask, _ = split_masks(fields.times, config.split.held_out, config.split.train)
+    configs = damped_configs(config, dampings)
+    labels = [name if dampings is None else f"{name}@{c.design.damping:g}" for c in configs]
     try:
-        scores = run_training(config, fields, report=lambda _: None).scores
+        trained = train_model(fields, train_mask, config.design, config.schedule, lambda _: None)
     except ValueError as exc:  # a diverged training fails its fold, not the comparison
         print(f"{name} on {fold}: {exc}", file=sys.stderr)
-        return name, fold, float("inf"), dict.fromkeys(DEFAULT_MARGINS, float("inf"))
-    v = scores.values
-    ratios = {}
-    for lead, margin in DEFAULT_MARGINS.items():
-        j = scores.lead_hours.index(lead)
-        worst_channel = max(
-            v[("rmse", "model")][c, j]
-            / min(v[("rmse", "persistence")][c, j], v[("rmse", "climatology")][c, j])
-            for c in range(len(scores.channel_names))
-        )
-        ratios[lead] = worst_channel / (1.0 - margin)
-    return name, fold, max(ratios.values()), ratios
+        failed = dict.fromkeys(DEFAULT_MARGINS, float("inf"))
+        return [(label, fold, float("inf"), failed) for label in labels]
+    results = []
+    for label, damped in zip(labels, configs, strict=True):
+        trained_d = with_damping(trained, damped.design.damping)
+        scores = publish_model(damped, fields, trained_d).scores
+        v = scores.values
+        ratios = {}
+        for lead, margin in DEFAULT_MARGINS.items():
+            j = scores.lead_hours.index(lead)
+            worst_channel = max(
+                v[("rmse", "model")][c, j]
+                / min(v[("rmse", "persistence")][c, j], v[("rmse", "climatology")][c, j])
+                for c in range(len(scores.channel_names))
+            )
+            ratios[lead] = worst_channel / (1.0 - margin)
+        results.append((label, fold, max(ratios.values()), ratios))
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,16 +149,24 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME:K=V;K=V",
         help="a design variant: a name and config overrides (repeat the option)",
     )
+    parser.add_argument("--outer", choices=sorted(SPLITS), default=SHIPPED_OUTER)
     args = parser.parse_args(argv)
+    from pipelines.training.fields import load_fields
+
+    config = load_config(TrainConfig, args.config, [f"analysis.url={args.store}"])
+    times = load_fields(args.store, config.analysis.variables, config.analysis.levels).times
+    inner = folds(times, args.outer)
     started = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+    out = str(Path(args.out) / args.outer.split()[1])
+    with ProcessPoolExecutor(max(1, args.jobs), mp_context=SPAWN) as pool:
         futures = [
-            pool.submit(run_fold, args.config, args.store, args.out, variant, fold)
+            pool.submit(run_fold, args.config, args.store, out, variant, fold, sets, args.damping)
             for variant in args.variant
-            for fold in FOLDS
+            for fold, sets in inner.items()
         ]
-        results = [future.result() for future in futures]
+        results = [row for future in futures for row in future.result()]
     leads = list(DEFAULT_MARGINS)
+    print(f"outer held-out week (never read): {args.outer}")
     print("| variant | fold | " + " | ".join(f"{h} h" for h in leads) + " | worst | verdict |")
     print("|---|---|" + "---:|" * (len(leads) + 1) + "---|")
     for name, fold, worst, ratios in results:
@@ -111,14 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         verdict = "passes" if worst < 1 else "fails"
         print(f"| {name} | {fold} | {cells} | {worst:.3f} | {verdict} |")
     print("\nratio = RMSE / min(persistence, climatology) / (1 - margin); below 1 passes")
-    for variant in args.variant:
-        name = variant.partition(":")[0]
+    ranking = []
+    for name in dict.fromkeys(n for n, _, _, _ in results):
         mine = [worst for n, _, worst, _ in results if n == name]
-        passed = sum(worst < 1 for worst in mine)
-        print(
-            f"{name}: passes {passed} of {len(mine)} folds, mean worst ratio "
-            f"{sum(mine) / len(mine):.3f}"
-        )
+        ranking.append((-sum(w < 1 for w in mine), sum(mine) / len(mine), name, len(mine)))
+    for passed, mean, name, n in sorted(ranking):
+        print(f"{name}: passes {-passed} of {n} folds, mean worst ratio {mean:.3f}")
     print(f"({time.perf_counter() - started:.0f} s, config {args.config})")
     return 0
 
