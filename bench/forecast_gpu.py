@@ -1,6 +1,6 @@
 """``python -m bench.forecast_gpu``: the predictor on CUDA vs bare ONNX Runtime with IO binding.
 
-Both roll the same CNN (``pipelines.testing_models.make_cnn_model``, history 1) forward on the
+Both roll the same CNN (``tests.helpers.models.make_cnn_model``, history 1) forward on the
 GPU. Baseline: bare ORT, the state kept on the device (the output OrtValue is bound as the next
 input), only the kept lead times copied back. Predictor: ``ModelRuntime.load(device="cuda")``
 and ``rollout`` (IO binding, the output copied back at every step, as the forecast actors do).
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from pipelines.model_runtime import CUDA, ModelRuntime
-from pipelines.testing_models import make_cnn_model
+from pipelines.models.runtime import CUDA, ModelRuntime
+from tests.helpers.models import make_cnn_model
 
 BAR = 0.8
 

@@ -1,7 +1,7 @@
 """``python -m bench.forecast_inference``: pipeline fields/s vs a bare single-process loop.
 
 Both sides read the same analysis Zarr store, run the same ONNX model (a compute-bound CNN from
-``pipelines.testing_models``) with ONNX Runtime on the same cores, and write the same forecast
+``tests.helpers.models``) with ONNX Runtime on the same cores, and write the same forecast
 Zarr layout. The bare loop is one process: for each batch of initial times, read the inputs,
 roll out, write the chunks (no Ray). It runs twice, with 1 and with all intra-op threads; the
 faster one is the baseline. The pipeline is ``execute_forecast`` (Ray Data actor pool, one
@@ -28,14 +28,15 @@ from pipelines.db import make_engine, migrate
 from pipelines.forecast.inputs import InitialConditions
 from pipelines.forecast.plan import build_plan
 from pipelines.forecast.runner import execute_forecast, prepare_forecast
-from pipelines.forecast.zarr_sink import ForecastStore
-from pipelines.model_runtime import ModelRuntime
+from pipelines.forecast.store import open_forecast_store
+from pipelines.forecast.zarr_sink import RunArrays
+from pipelines.models.runtime import ModelRuntime
 from pipelines.ray_data import ensure_ray
-from pipelines.testing_models import make_cnn_model
 from schemas.config import RayConfig
 from schemas.forecast_config import ForecastConfig
 from schemas.model_card import ModelCard
 from schemas.settings import Settings
+from tests.helpers.models import make_cnn_model
 
 BAR = 0.85
 
@@ -46,7 +47,7 @@ def bare_loop(
     """The baseline: one process, no Ray. Returns seconds."""
     plan = build_plan(config, card, AnalysisStore(config.analysis).state())
     with Timer() as timer:
-        store = ForecastStore(str(out))
+        store = RunArrays(str(out))
         store.create(card, plan.init_seconds, plan.lead_hours, {"bench": "bare"})
         runtime = ModelRuntime.load(onnx, card, "cpu", threads=threads)
         inputs = InitialConditions(config.analysis, card)
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         same = all(
             np.array_equal(
-                xr.open_zarr(workdir / "pipeline.zarr").t2m.values,
+                open_forecast_store(str(workdir / "pipeline.zarr")).t2m.values,
                 xr.open_zarr(workdir / f"bare{t}.zarr").t2m.values,
             )
             for t in bare

@@ -24,9 +24,9 @@ from bench.ingest import RssSampler
 from pipelines.db import make_engine, migrate
 from pipelines.forecast.runner import run_forecast
 from pipelines.ray_data import ensure_ray
-from pipelines.testing_models import make_linear_model
 from schemas.config import RayConfig
 from schemas.settings import Settings
+from tests.helpers.models import make_linear_model
 
 BAR_BYTES = 4 * 1024**3
 

@@ -205,7 +205,7 @@ class RssSampler:
 
 def generate_inputs(directory: Path, gb: float) -> tuple[list[Path], float]:
     """Seeded synthetic NetCDF files in canonical orientation; returns files and seconds."""
-    from pipelines.synthetic import regular_grid, write_netcdf_files
+    from tests.helpers.synthetic import regular_grid, write_netcdf_files
 
     lat, lon = regular_grid(RESOLUTION)
     bytes_per_file = TIMES_PER_FILE * len(VARIABLES) * len(lat) * len(lon) * 4
@@ -375,7 +375,7 @@ def verify(ray_store: Path, baseline_store: Path, files: list[Path]) -> dict[str
     import pandas as pd
     import xarray as xr
 
-    from pipelines.synthetic import synthetic_dataset
+    from tests.helpers.synthetic import synthetic_dataset
 
     problems: list[str] = []
     ray_ds = xr.open_zarr(ray_store)

@@ -99,9 +99,9 @@ def run_fold(
     dampings: list[float] | None,
 ) -> list[tuple[str, str, float, dict[int, float]]]:
     """Train one variant on one fold; per damping (variant, fold, worst ratio, ratios by lead)."""
-    from pipelines.training.fields import load_fields, split_masks
-    from pipelines.training.runner import publish_model
+    from pipelines.fields import load_fields, split_masks
     from pipelines.training.train import train_model, with_damping
+    from pipelines.training_run import publish_model
 
     name, _, sets = variant.partition(":")
     overrides = [
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--outer", choices=sorted(SPLITS), default=SHIPPED_OUTER)
     args = parser.parse_args(argv)
-    from pipelines.training.fields import load_fields
+    from pipelines.fields import load_fields
 
     config = load_config(TrainConfig, args.config, [f"analysis.url={args.store}"])
     times = load_fields(args.store, config.analysis.variables, config.analysis.levels).times

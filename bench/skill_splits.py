@@ -27,7 +27,7 @@ from schemas.train_config import TrainConfig
 SPAWN = multiprocessing.get_context("spawn")
 
 if TYPE_CHECKING:
-    from pipelines.training.runner import TrainingResult
+    from pipelines.training_run import TrainingResult
 
 SPLITS = {  # name: (start, end) of the held-out initial times; None = end of the store
     "week 03-01..03-08": ("2019-03-01T00:00:00Z", "2019-03-08T00:00:00Z"),
@@ -73,9 +73,9 @@ def run_split(
     dampings: list[float] | None = None,
 ) -> list[tuple[float, str, float]]:
     """Train one split once; per damping, its printable table, verdict and worst gate ratio."""
-    from pipelines.training.fields import load_fields, split_masks
-    from pipelines.training.runner import publish_model
+    from pipelines.fields import load_fields, split_masks
     from pipelines.training.train import train_model, with_damping
+    from pipelines.training_run import publish_model
 
     overrides = [
         f"analysis.url={store}",

@@ -41,14 +41,11 @@ def predict_command(
     config: ConfigOption = "configs/forecast.yaml",
     overrides: SetOption = None,
     verbose: VerboseOption = False,
-    fit_demo_model: Annotated[
-        bool, typer.Option("--fit-demo-model", help="fit the small demo model first if missing")
-    ] = False,
 ) -> None:
     """Roll a model out from the analysis store into a forecast store and the forecasts table."""
     from jobs.forecast import predict
 
-    raise typer.Exit(predict(config, overrides or [], verbose, fit_demo_model))
+    raise typer.Exit(predict(config, overrides or [], verbose))
 
 
 @app.command("train")

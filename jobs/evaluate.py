@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from rich.markup import escape
 from rich.table import Table
@@ -28,8 +27,6 @@ from jobs.common import (
 from pipelines.errors import ClimateError
 from pipelines.evaluate.scoring import Scores
 from schemas.evaluate_config import EvaluateConfig
-from schemas.model_card import ModelCard, card_path_for
-from schemas.model_source import ModelFile
 from schemas.settings import Settings
 
 
@@ -66,69 +63,16 @@ def print_verdict(problems: Sequence[str]) -> None:
         console.print(f"  - {escape(problem)}", highlight=False)
 
 
-def _resolve_model(
-    config: EvaluateConfig, engine: Engine, settings: Settings
-) -> tuple[Path, ModelCard]:
-    from pipelines.model_runtime import load_card
-
-    source = config.model
-    if isinstance(source, ModelFile):
-        path = Path(source.path)
-        return path, load_card(source.card or card_path_for(path))
-    from pipelines.registry import ModelRegistry
-
-    registry = ModelRegistry.from_settings(engine, settings, config.storage)
-    return registry.fetch(source.name, None if source.version == "promoted" else source.version)
-
-
 def _run(config: EvaluateConfig, settings: Settings, engine: Engine, run_id: str) -> int:
-    from pipelines.evaluate.report import write_report
-    from pipelines.evaluate.runner import evaluate_model
-    from pipelines.evaluate.scoring import skill_rows
+    from pipelines.evaluate.pipeline import run_evaluation
     from pipelines.ledger import RunLedger
-    from pipelines.model_runtime import ModelRuntime
-    from pipelines.skill_gate import gate_problems
-    from pipelines.skill_table import SkillTable
-    from pipelines.storage import fsspec_options
-    from pipelines.training.fields import load_fields
 
-    path, card = _resolve_model(config, engine, settings)
-    runtime = ModelRuntime.load(path, card, device=config.device, threads=config.threads)
-    options = fsspec_options(config.analysis, config.storage, settings)
-    fields = load_fields(
-        config.analysis, card.inputs.variables, card.inputs.levels, options, card=card
-    )
-    scores = evaluate_model(runtime, fields, config.split, config.lead_hours, config.batch_size)
-    rows = skill_rows(scores)
-    if config.record:
-        SkillTable(engine).record(run_id, card.name, card.version, card.sha256, rows)
-    problems = gate_problems(rows, card.channel_names)
-    report = write_report(
-        scores,
-        config.report.dir,
-        f"Evaluation of {card.name} {card.version}",
-        problems,
-        config.report.map_leads,
-        notes=[
-            f"run {run_id}; model sha256 {card.sha256}",
-            f"analysis {config.analysis}; climatology from the training period only",
-        ],
-    )
-    RunLedger(engine).finish(
-        run_id,
-        "succeeded",
-        summary={
-            "model": card.name,
-            "version": card.version,
-            "sha256": card.sha256,
-            "rows": len(rows),
-            "report": str(report),
-            "gate_passes": not problems,
-        },
-    )
-    console.print(skill_table(scores, f"{card.name} {card.version}: lat-weighted RMSE"))
-    print_verdict(problems)
-    console.print(f"report: {report}", highlight=False)
+    result = run_evaluation(config, settings, engine, run_id)
+    RunLedger(engine).finish(run_id, "succeeded", summary=result.summary())
+    card = result.card
+    console.print(skill_table(result.scores, f"{card.name} {card.version}: lat-weighted RMSE"))
+    print_verdict(result.problems)
+    console.print(f"report: {result.report}", highlight=False)
     return EXIT_OK
 
 

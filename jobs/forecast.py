@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import xarray as xr
 from rich.table import Table
 
 from jobs.common import BarProgress, console, job_parser, read_config, setup_logging
 from pipelines.db import make_engine, migrate
-from pipelines.errors import ClimateError, ConfigError
+from pipelines.errors import ClimateError
 from pipelines.forecast.runner import ForecastSummary, execute_forecast, prepare_forecast
 from pipelines.ray_data import ensure_ray
-from pipelines.testing_models import fit_diurnal_model
 from schemas.forecast_config import ForecastConfig
-from schemas.model_source import ModelFile
 from schemas.settings import load_settings
 
 EXIT_CLEAN, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
@@ -74,18 +71,7 @@ def print_sample(summary: ForecastSummary) -> None:
     console.print(table)
 
 
-def _fit_demo_model(config: ForecastConfig) -> None:
-    if not isinstance(config.model, ModelFile) or Path(config.model.path).exists():
-        return
-    if config.model.card:
-        raise ConfigError("--fit-demo-model writes the card beside the model: unset model.card")
-    console.print(f"fitting the demo model {config.model.path} on {config.analysis}")
-    fit_diurnal_model(xr.open_zarr(config.analysis).load(), config.model.path)
-
-
-def predict(
-    config_path: str, overrides: list[str], verbose: bool = False, fit_demo_model: bool = False
-) -> int:
+def predict(config_path: str, overrides: list[str], verbose: bool = False) -> int:
     """Run one forecast; returns the exit status (0 succeeded, 1 run failed, 2 bad input)."""
     setup_logging(verbose)
     try:
@@ -93,8 +79,6 @@ def predict(
         settings = load_settings()
         engine = make_engine(settings.database_url)
         migrate(engine)
-        if fit_demo_model:
-            _fit_demo_model(config)
         ensure_ray(config.ray, settings)
         prepared = prepare_forecast(config, settings)
     except ClimateError as exc:
@@ -113,13 +97,8 @@ def predict(
 
 def main(argv: list[str] | None = None) -> int:
     parser = job_parser("python -m jobs.forecast", __doc__, "device=cpu")
-    parser.add_argument(
-        "--fit-demo-model",
-        action="store_true",
-        help="fit the demo model on the analysis store when model.path does not exist",
-    )
     args = parser.parse_args(argv)
-    return predict(args.config, args.overrides, args.verbose, args.fit_demo_model)
+    return predict(args.config, args.overrides, args.verbose)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from jobs.common import EXIT_ERROR, EXIT_REFUSED, console, setup_logging
 from pipelines.errors import ClimateError, ModelError
 
 if TYPE_CHECKING:  # imported when a command runs: `climate --help` stays fast
-    from pipelines.registry import ModelRecord, ModelRegistry
+    from pipelines.models.registry import ModelRecord, ModelRegistry
     from pipelines.skill_table import SkillRow, SkillTable
 
 
@@ -48,7 +48,7 @@ class Context:
 def open_context() -> Context:
     """Settings -> migrated database -> registry at MODEL_REGISTRY_URL."""
     from pipelines.db import make_engine, migrate
-    from pipelines.registry import ModelRegistry
+    from pipelines.models.registry import ModelRegistry
     from pipelines.skill_table import SkillTable
     from schemas.settings import load_settings
 

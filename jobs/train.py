@@ -39,10 +39,10 @@ def _require_torch() -> None:
 
 def _train(config: TrainConfig, run_id: str) -> int:
     from pipelines.db import make_engine
+    from pipelines.fields import load_fields
     from pipelines.ledger import RunLedger
     from pipelines.storage import fsspec_options
-    from pipelines.training.fields import load_fields
-    from pipelines.training.runner import run_training
+    from pipelines.training_run import run_training
     from schemas.settings import load_settings
 
     settings = load_settings()
@@ -55,7 +55,7 @@ def _train(config: TrainConfig, run_id: str) -> int:
     card = result.card
     registered = None
     if config.output.register_model:
-        from pipelines.registry import ModelRegistry
+        from pipelines.models.registry import ModelRegistry
 
         registry = ModelRegistry.from_settings(engine, settings, config.storage)
         registered = registry.register(result.onnx_path, card).artefact_url

@@ -1,9 +1,11 @@
-"""The one module that adapts the pipelines to Ray (Ray Data for fan-out, ray.init)."""
+"""The one module that adapts the pipelines to Ray: ray.init, Ray Data task and actor fan-out,
+cluster resources and Ray's errors. No other module of the library imports Ray."""
 
 from __future__ import annotations
 
 import logging
 import pickle
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -97,3 +99,48 @@ class RayDataExecutor:
         context.op_resource_reservation_enabled = False
         for row in dataset.iter_rows():
             yield pickle.loads(row["result"])
+
+
+def cluster_resources() -> dict[str, float]:
+    """The connected cluster's total resources (``CPU``, ``GPU``, ...)."""
+    return {key: float(value) for key, value in ray.cluster_resources().items()}
+
+
+def is_ray_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is Ray's wrapper of a failure inside a task or actor."""
+    return isinstance(exc, ray.exceptions.RayError)
+
+
+def node_id() -> str:
+    """The Ray node this process runs on; the host name outside Ray."""
+    if ray.is_initialized():
+        return str(ray.get_runtime_context().get_node_id())
+    return socket.gethostname()
+
+
+def map_with_actors(
+    items: list[dict[str, Any]],
+    actor: type,
+    actor_kwargs: dict[str, Any],
+    *,
+    batch_size: int,
+    actors: int,
+    cpus_per_actor: float,
+    gpus_per_actor: float | None,
+) -> Iterator[dict[str, Any]]:
+    """Run a callable class over ``items`` on a pool of ``actors`` Ray Data actors.
+
+    Each actor is built once with ``actor_kwargs`` and called on numpy batches of
+    ``batch_size`` items; the batches it returns are yielded as they arrive.
+    """
+    blocks = max(1, -(-len(items) // batch_size))
+    dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
+        actor,
+        fn_constructor_kwargs=actor_kwargs,
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=cpus_per_actor,
+        num_gpus=gpus_per_actor,
+    )
+    yield from dataset.iter_batches(batch_size=None, batch_format="numpy")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from pipelines.skill_table import SkillRow, SkillTable
 
 if TYPE_CHECKING:
-    from pipelines.registry import ModelRecord
+    from pipelines.models.registry import ModelRecord
 
 DEFAULT_MARGINS: Mapping[int, float] = {1: 0.10, 3: 0.10, 6: 0.10, 12: 0.0, 24: 0.0}
 GATE_METRIC = "rmse"

@@ -69,11 +69,15 @@ class LeadRange(StrictModel):
 
 
 class ZarrOutput(StrictModel):
-    """The forecast Zarr store; a re-run of the same run id replaces it."""
+    """The forecast store: each run in its own Zarr directory, the committed one named by an
+    atomic pointer (see ``pipelines.forecast.store``)."""
 
     url: str
     lat_chunk: int = Field(default=256, ge=1)
     lon_chunk: int = Field(default=256, ge=1)
+    keep_runs: int = Field(
+        default=3, ge=1, description="committed runs kept for time travel (the latest included)"
+    )
 
 
 class ForecastOutput(StrictModel):

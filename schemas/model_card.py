@@ -1,7 +1,7 @@
 """The model card: what an ONNX forecast model takes, gives, and was trained on.
 
 A card travels beside every ONNX file (``model.onnx`` + ``model.card.json``). Batch prediction,
-online serving, evaluation and the registry all read it; ``pipelines.model_runtime`` checks it
+online serving, evaluation and the registry all read it; ``pipelines.models.runtime`` checks it
 against the ONNX graph (handshake) and against the analysis store before any compute.
 
 ONNX interface of every model (tensor names from :class:`TensorNames`):

@@ -1,22 +1,13 @@
 """Latitude-weighted scores of forecast fields: pure numpy functions.
 
 Every function takes arrays whose last two axes are ``(lat, lon)`` and a weight array from
-:func:`lat_weights`; means run over every leading axis (initial times) and the grid.
+:func:`pipelines.climatology.lat_weights`; means run over every leading axis (initial times)
+and the grid.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-
-def lat_weights(lat: np.ndarray, n_lon: int) -> np.ndarray:
-    """cos(latitude) weights [lat, lon], normalised to mean 1 over the grid."""
-    column = np.cos(np.deg2rad(np.asarray(lat, dtype=np.float64)))
-    weights = np.repeat(column[:, None], n_lon, axis=1)
-    mean = weights.mean()
-    if not mean > 0:
-        raise ValueError("latitude weights sum to zero: the grid holds only the poles")
-    return weights / mean
 
 
 def _weighted_mean(values: np.ndarray, weights: np.ndarray) -> float:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from pipelines.model_runtime import ModelRuntime
+from pipelines.models.runtime import ModelRuntime
 
 
 def initial_history(

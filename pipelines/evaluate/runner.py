@@ -6,12 +6,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+from pipelines.climatology import hour_of_day_climatology
 from pipelines.errors import SchemaError
-from pipelines.evaluate.baselines import hour_of_day_climatology
 from pipelines.evaluate.rollout import rollout_forecasts
 from pipelines.evaluate.scoring import Scores, score_forecasts
-from pipelines.model_runtime import ModelRuntime
-from pipelines.training.fields import Fields, split_masks
+from pipelines.fields import Fields, split_masks
+from pipelines.models.runtime import ModelRuntime
 from schemas.train_config import Split
 
 

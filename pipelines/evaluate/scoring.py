@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.climatology import lat_weights
 from pipelines.evaluate import metrics
 from pipelines.evaluate.baselines import climatology_forecast, persistence_forecast
 from pipelines.skill_table import SkillRow
@@ -90,7 +91,7 @@ def score_forecasts(
     Scores
     """
     inits = np.asarray(inits, dtype=np.int64)
-    weights = metrics.lat_weights(lat, len(lon))
+    weights = lat_weights(lat, len(lon))
     n_ch, n_lead = values.shape[1], len(leads)
     table = {(m, s): np.full((n_ch, n_lead), np.nan) for m in METRICS for s in SOURCES}
     rmse_maps = np.full((n_ch, n_lead, len(lat), len(lon)), np.nan)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,8 +19,9 @@ import numpy as np
 from pipelines.forecast.inputs import InitialConditions
 from pipelines.forecast.rows import RowContext
 from pipelines.forecast.sql_sink import SqlTarget, batch_writer
-from pipelines.forecast.zarr_sink import ForecastStore
-from pipelines.model_runtime import Device, ModelRuntime
+from pipelines.forecast.zarr_sink import RunArrays
+from pipelines.models.runtime import ModelRuntime, Provider
+from pipelines.ray_data import node_id
 from schemas.model_card import ModelCard
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class WorkerSpec:
 
     onnx_path: str
     card: ModelCard
-    device: Device
+    device: Provider
     threads: int
     analysis_url: str
     zarr_url: str
@@ -44,17 +44,6 @@ class WorkerSpec:
     keep_steps: tuple[int, ...]
     sql: SqlTarget | None = None
     storage_options: dict[str, Any] = field(default_factory=dict)
-
-
-def _node_id() -> str:
-    try:
-        import ray
-
-        if ray.is_initialized():
-            return str(ray.get_runtime_context().get_node_id())
-    except Exception:  # outside Ray, or Ray not importable in this process
-        pass
-    return socket.gethostname()
 
 
 class ForecastWorker:
@@ -69,11 +58,11 @@ class ForecastWorker:
         self.spec = spec
         self.runtime = ModelRuntime.load(spec.onnx_path, spec.card, spec.device, spec.threads)
         self.inputs = InitialConditions(spec.analysis_url, spec.card, spec.storage_options)
-        self.store = ForecastStore(spec.zarr_url, spec.storage_options)
+        self.store = RunArrays(spec.zarr_url, spec.storage_options)
         self.writer = (
             batch_writer(spec.sql, RowContext.of(spec.run_id, spec.card)) if spec.sql else None
         )
-        self.node = _node_id()
+        self.node = node_id()
         log.info("forecast worker pid %d on %s (%s)", os.getpid(), self.node, self.runtime.device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -16,28 +16,27 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import ray
 from sqlalchemy import Engine
 
 from pipelines import errors
 from pipelines.analysis_store import AnalysisStore
-from pipelines.db import make_engine
 from pipelines.errors import ClimateError, ModelError, SourceError
 from pipelines.forecast.plan import ForecastPlan, build_plan
 from pipelines.forecast.predictor import ForecastWorker, WorkerSpec
 from pipelines.forecast.sql_sink import sql_sink, sql_target
-from pipelines.forecast.zarr_sink import ForecastStore
+from pipelines.forecast.store import ForecastStore
+from pipelines.forecast.zarr_sink import RunArrays
 from pipelines.ledger import RunLedger
-from pipelines.model_runtime import Device, ModelRuntime, check_dataset, cuda_available, load_card
-from pipelines.registry import ModelRegistry
+from pipelines.models.compatibility import check_dataset
+from pipelines.models.resolve import resolve_device, resolve_model
+from pipelines.models.runtime import ModelRuntime, Provider
+from pipelines.ray_data import cluster_resources, is_ray_error, map_with_actors
 from pipelines.storage import fsspec_options
 from schemas.forecast_config import ForecastConfig
-from schemas.model_card import ModelCard, card_path_for
-from schemas.model_source import ModelFile
+from schemas.model_card import ModelCard
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -96,53 +95,14 @@ class ForecastSummary:
         }
 
 
-def resolve_model(config: ForecastConfig, settings: Settings) -> tuple[Path, ModelCard]:
-    """The ONNX file and card the config names: a local file, or a verified registry copy."""
-    if not isinstance(config.model, ModelFile):
-        engine = make_engine(settings.database_url)
-        try:
-            registry = ModelRegistry.from_settings(engine, settings, storage=config.storage)
-            version = None if config.model.version == "promoted" else config.model.version
-            return registry.fetch(config.model.name, version)
-        finally:
-            engine.dispose()
-    path = Path(config.model.path)
-    card_path = Path(config.model.card) if config.model.card else card_path_for(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: no such model file; set model.path to an ONNX file")
-    return path, load_card(card_path)
-
-
-def resolve_device(asked: Device) -> Device:
-    """The device the actors will use; cuda needs GPUs in the cluster and onnxruntime-gpu."""
-    if asked == "cpu":
-        return "cpu"
-    gpus = float(ray.cluster_resources().get("GPU", 0))
-    if asked == "cuda" and gpus <= 0:
-        raise ModelError(
-            "device 'cuda' was asked for but the Ray cluster has no GPU "
-            f"(resources: {ray.cluster_resources()}); add GPU workers or set device: cpu"
-        )
-    if asked == "cuda" and not cuda_available():
-        raise ModelError(
-            "device 'cuda' was asked for but this ONNX Runtime has no CUDAExecutionProvider; "
-            "install onnxruntime-gpu or set device: cpu"
-        )
-    if asked == "auto":
-        chosen: Device = "cuda" if gpus > 0 and cuda_available() else "cpu"
-        log.info("device auto: using %s", chosen)
-        return chosen
-    return asked
-
-
-def _actors(config: ForecastConfig, device: Device, batches: int) -> int:
+def _actors(config: ForecastConfig, device: Provider, batches: int) -> int:
     if config.concurrency:
         return min(config.concurrency, batches)
-    resources = ray.cluster_resources()
+    resources = cluster_resources()
     if device == "cuda":
-        fit = int(float(resources.get("GPU", 0)) // config.gpus_per_actor)
+        fit = int(resources.get("GPU", 0.0) // config.gpus_per_actor)
     else:
-        fit = int(float(resources.get("CPU", 1)) // config.cpus_per_actor)
+        fit = int(resources.get("CPU", 1.0) // config.cpus_per_actor)
     return max(1, min(fit, batches))
 
 
@@ -152,7 +112,7 @@ def _unwrap(exc: BaseException) -> BaseException:
     Ray Data passes a worker's exception back as text only (``UserCodeException``), so the
     project error is rebuilt from the last ``<module>.<ErrorClass>: message`` line it names.
     """
-    if isinstance(exc, ClimateError) or not isinstance(exc, ray.exceptions.RayError):
+    if isinstance(exc, ClimateError) or not is_ray_error(exc):
         return exc
     text = str(exc)
     found = list(_ERROR_LINE.finditer(text))
@@ -172,22 +132,20 @@ def _run_actors(
     actors: int,
     progress: Progress | None,
 ) -> list[dict[str, np.ndarray]]:
-    batches = math.ceil(plan.n_inits / config.batch_size)
     items = [{"init": int(s), "index": i} for i, s in enumerate(plan.init_seconds)]
-    gpu = spec.device == "cuda"
-    dataset = ray.data.from_items(items, override_num_blocks=batches).map_batches(
+    batches = map_with_actors(
+        items,
         ForecastWorker,
-        fn_constructor_kwargs={"spec": spec},
+        {"spec": spec},
         batch_size=config.batch_size,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        num_cpus=config.cpus_per_actor,
-        num_gpus=config.gpus_per_actor if gpu else None,
+        actors=actors,
+        cpus_per_actor=config.cpus_per_actor,
+        gpus_per_actor=config.gpus_per_actor if spec.device == "cuda" else None,
     )
     if progress:
         progress.stage("forecast", plan.n_inits)
     results = []
-    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+    for batch in batches:
         results.append(batch)
         if progress:
             for _ in range(len(batch["init"])):
@@ -210,6 +168,7 @@ class PreparedForecast:
     spec: WorkerSpec
     actors: int
     zarr_options: dict[str, Any]
+    attempt: str
     started: float
 
     @property
@@ -231,13 +190,14 @@ def prepare_forecast(config: ForecastConfig, settings: Settings) -> PreparedFore
         What is wrong and how to fix it; nothing was written.
     """
     started = time.perf_counter()
-    onnx_path, card = resolve_model(config, settings)
+    model = resolve_model(config.model, settings, config.storage)
+    onnx_path, card = model.path, model.card
     options = fsspec_options(config.analysis, config.storage, settings)
     state = AnalysisStore(config.analysis, options).state()
     check_dataset(card, state.layout, where=config.analysis)
     plan = build_plan(config, card, state)
-    device = resolve_device(config.device)
-    ModelRuntime.load(onnx_path, card, "cpu", threads=1)  # hash and handshake
+    device = resolve_device(config.device, cluster_resources().get("GPU", 0.0))
+    ModelRuntime.load(onnx_path, card, "cpu", threads=1)  # graph handshake before any compute
     run_id = config.run_id or uuid.uuid4().hex
     attempt = uuid.uuid4().hex[:8]
     target = (
@@ -245,13 +205,15 @@ def prepare_forecast(config: ForecastConfig, settings: Settings) -> PreparedFore
         if config.output.write_sql
         else None
     )
+    zarr_options = fsspec_options(config.output.zarr.url, config.storage, settings)
+    store = ForecastStore(config.output.zarr.url, zarr_options)
     spec = WorkerSpec(
         onnx_path=str(onnx_path.resolve()),
         card=card,
         device=device,
         threads=max(1, int(config.cpus_per_actor)),
         analysis_url=config.analysis,
-        zarr_url=config.output.zarr.url,
+        zarr_url=store.run_url(run_id, attempt),
         run_id=run_id,
         lead_hours=plan.lead_hours,
         steps=plan.steps,
@@ -265,7 +227,8 @@ def prepare_forecast(config: ForecastConfig, settings: Settings) -> PreparedFore
         plan=plan,
         spec=spec,
         actors=_actors(config, device, math.ceil(plan.n_inits / config.batch_size)),
-        zarr_options=fsspec_options(config.output.zarr.url, config.storage, settings),
+        zarr_options=zarr_options,
+        attempt=attempt,
         started=started,
     )
 
@@ -299,8 +262,9 @@ def execute_forecast(
     planned = time.perf_counter()
     sink = sql_sink(spec.sql) if spec.sql else None
     store = ForecastStore(config.output.zarr.url, prepared.zarr_options)
+    arrays = RunArrays(spec.zarr_url, prepared.zarr_options)
     try:
-        store.create(
+        arrays.create(
             card,
             plan.init_seconds,
             plan.lead_hours,
@@ -319,7 +283,10 @@ def execute_forecast(
                 f"run {run_id}: {plan.n_inits - done.size} initial time(s) came back without "
                 "a forecast; re-run with the same run id"
             )
+        checksum = float(merged["checksum"].sum())
+        arrays.finish({"checksum": checksum})
         rows = sink.commit() if sink else 0
+        store.publish(run_id, prepared.attempt, config.output.zarr.keep_runs)
         t2 = time.perf_counter()
         summary = ForecastSummary(
             run_id=run_id,
@@ -333,7 +300,7 @@ def execute_forecast(
             fields=plan.n_inits * len(plan.lead_hours) * len(card.channels),
             values=int(merged["values"].sum()),
             rows=rows,
-            checksum=float(merged["checksum"].sum()),
+            checksum=checksum,
             nodes=sorted(set(merged["node"].tolist())),
             actors=prepared.actors,
             pids=sorted(set(merged["pid"].tolist())),
@@ -348,9 +315,9 @@ def execute_forecast(
                 "total": t2 - prepared.started,
             },
         )
-        store.commit({"rows": rows, "checksum": summary.checksum})
     except BaseException as exc:
         error = _unwrap(exc)
+        store.discard(run_id, prepared.attempt)
         _abort(sink, ledger, run_id, error)
         if error is not exc:
             raise error from exc

@@ -1,11 +1,13 @@
-"""The forecast Zarr store: the template written once by the driver, whole chunks by workers.
+"""One forecast run's Zarr store: the template written once by the driver, whole chunks by workers.
 
-Layout (Zarr format 2, consolidated): one float32 variable per forecast variable with dims
+Each attempt of a run writes its own store (``runs/<run id>.<attempt>`` under the forecast
+store's URL, see :mod:`pipelines.forecast.store`), which becomes visible only when the run
+commits. Layout (Zarr format 2, consolidated): one float32 variable per forecast variable with dims
 ``(init_time, lead_time, [level], lat, lon)``, chunked ``(1, all lead times, [1], lat_chunk,
 lon_chunk)``, so a worker that writes every lead time of an initial time writes whole chunks and
 never shares a chunk with another worker. ``init_time`` is int64 seconds since 1970,
 ``lead_time`` int64 hours (decoded as timedelta), ``valid_time = init_time + lead_time`` a 2-D
-coordinate. The store's ``status`` attribute is ``incomplete`` until the run commits.
+coordinate. The store's ``status`` attribute is ``incomplete`` until the run finishes.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ def _variable_dims(card: ModelCard) -> tuple[str, ...]:
     return ("init_time", "lead_time", "lat", "lon")
 
 
-class ForecastStore:
-    """One forecast Zarr store at ``url``."""
+class RunArrays:
+    """The Zarr store of one attempt of a forecast run, at ``url``."""
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         self.url = url
@@ -57,7 +59,7 @@ class ForecastStore:
         lat_chunk: int = 256,
         lon_chunk: int = 256,
     ) -> None:
-        """Write the metadata and coordinates, replacing any store at the URL; no data chunk."""
+        """Write the metadata and coordinates (a fresh store at the URL); no data chunk."""
         lat = np.asarray(card.inputs.grid.lat, dtype="float64")
         lon = np.asarray(card.inputs.grid.lon, dtype="float64")
         levels = list(card.inputs.levels)
@@ -136,7 +138,7 @@ class ForecastStore:
                 written += block[row].nbytes
         return written
 
-    def commit(self, summary: dict[str, Any]) -> None:
+    def finish(self, summary: dict[str, Any]) -> None:
         """Mark the store complete with the run's summary and consolidate the metadata."""
         group = self._group("r+")
         group.attrs.update({"status": "complete", **summary})

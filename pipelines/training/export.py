@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from pipelines.errors import ModelError
-from pipelines.model_runtime import ModelRuntime, file_sha256
+from pipelines.models.artefacts import file_sha256
+from pipelines.models.runtime import ModelRuntime
 from pipelines.training.model import RawFieldModel
 from schemas.model_card import GridSpec, ModelCard, ModelIO, ModelOutputs, TensorNames
 
@@ -105,8 +106,12 @@ def build_card(
     normalisation: dict[str, Any],
     training: dict[str, Any],
     scores: dict[str, Any] | None = None,
+    code: str | None = None,
 ) -> ModelCard:
-    """The card of the ONNX file at ``path`` (its sha256; version defaults to sha256[:12])."""
+    """The card of the ONNX file at ``path`` (its sha256; version defaults to sha256[:12]).
+
+    ``code`` is the code version that trained it (:func:`code_version` now when None).
+    """
     sha256 = file_sha256(path)
     return ModelCard(
         name=name,
@@ -123,6 +128,6 @@ def build_card(
         outputs=ModelOutputs(variables=variables),
         normalisation=normalisation,
         training=training,
-        code_version=code_version(),
+        code_version=code or code_version(),
         scores=scores or {},
     )

@@ -21,9 +21,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from pipelines.evaluate.baselines import hour_of_day_climatology
-from pipelines.evaluate.metrics import lat_weights
-from pipelines.training.fields import Fields
+from pipelines.climatology import hour_of_day_climatology, lat_weights
+from pipelines.fields import Fields
 from pipelines.training.model import AnomalyCore, RawFieldModel
 from pipelines.training.windows import (
     AnomalyWindows,

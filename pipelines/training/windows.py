@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from pipelines.evaluate.baselines import hour_of_day_climatology
+from pipelines.climatology import hour_of_day_climatology
 
 
 def window_starts(mask: np.ndarray, length: int, stride: int = 1) -> np.ndarray:

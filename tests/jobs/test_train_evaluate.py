@@ -18,10 +18,10 @@ from jobs import train as train_job
 from pipelines.db import make_engine
 from pipelines.errors import ModelError
 from pipelines.ledger import RunLedger
-from pipelines.model_runtime import file_sha256
+from pipelines.models.artefacts import file_sha256
 from pipelines.skill_table import SkillRow, SkillTable
-from pipelines.testing_models import persistence_model
 from schemas.model_card import ModelCard
+from tests.helpers.models import persistence_model
 from tests.pipelines.evaluate.stores import (
     SHIPPED_MODEL,
     SYNTHETIC_LAT,
@@ -239,7 +239,7 @@ def test_an_export_that_disagrees_with_torch_is_refused_and_not_written(
     def disagree(*args: object) -> float:
         raise ModelError("the exported ONNX model differs from the trained torch model by 1")
 
-    monkeypatch.setattr("pipelines.training.runner.check_equivalence", disagree)
+    monkeypatch.setattr("pipelines.training_run.check_equivalence", disagree)
     out = tmp_path / "model"
     assert _train_tiny(store, out) == 1
     assert "refused" in capsys.readouterr().err

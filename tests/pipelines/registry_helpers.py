@@ -8,8 +8,8 @@ from pathlib import Path
 
 from pipelines.skill_gate import DEFAULT_MARGINS
 from pipelines.skill_table import SkillRow
-from pipelines.testing_models import linear_graph, write_model
 from schemas.model_card import ModelCard
+from tests.helpers.models import linear_graph, write_model
 
 LAT = [10.0, 0.0, -10.0]
 LON = [0.0, 10.0, 20.0, 30.0]

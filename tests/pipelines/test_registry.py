@@ -12,9 +12,10 @@ from sqlalchemy.exc import IntegrityError
 
 from pipelines.errors import ModelError, SinkError
 from pipelines.ledger import RunLedger
-from pipelines.model_runtime import ModelRuntime, file_sha256
-from pipelines.registry import ModelRecord, ModelRegistry
-from pipelines.registry_store import CARD_NAME, ONNX_NAME
+from pipelines.models.artefact_store import CARD_NAME, ONNX_NAME
+from pipelines.models.artefacts import file_sha256
+from pipelines.models.registry import ModelRecord, ModelRegistry
+from pipelines.models.runtime import ModelRuntime
 from pipelines.skill_gate import promotion_gate
 from pipelines.skill_table import SkillTable
 from schemas.model_card import card_path_for

@@ -11,8 +11,8 @@ import pytest
 import xarray as xr
 
 from pipelines.canonical import normalise
-from pipelines.synthetic import regular_grid, synthetic_dataset, write_netcdf_files
 from schemas.config import NetcdfSource
+from tests.helpers.synthetic import regular_grid, synthetic_dataset, write_netcdf_files
 
 SMALL = {"lat": 37, "lon": 72}  # 5 degrees
 

@@ -9,9 +9,9 @@ import numpy as np
 from pipelines.db import make_engine, migrate
 from pipelines.executors import SerialExecutor
 from pipelines.ingest.runner import run_ingest
-from pipelines.synthetic import synthetic_dataset
 from schemas.config import IngestConfig
 from schemas.settings import Settings
+from tests.helpers.synthetic import synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[3]
 SAMPLE_GRIB = ROOT / "data" / "sample" / "era5-2mt-2019-03-uk.grib"

@@ -7,14 +7,11 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from pipelines.climatology import hour_of_day_climatology, lat_weights
 from pipelines.errors import SchemaError
-from pipelines.evaluate.baselines import (
-    climatology_forecast,
-    hour_of_day_climatology,
-    persistence_forecast,
-)
-from pipelines.evaluate.metrics import lat_weights, rmse
-from pipelines.training.fields import load_fields, split_masks
+from pipelines.evaluate.baselines import climatology_forecast, persistence_forecast
+from pipelines.evaluate.metrics import rmse
+from pipelines.fields import load_fields, split_masks
 from schemas.train_config import TimeRange
 from tests.pipelines.evaluate.stores import sample_store
 

@@ -7,17 +7,18 @@ import math
 import numpy as np
 import pytest
 
+from pipelines.climatology import lat_weights
 from pipelines.evaluate import metrics
 
 # lat 60 and 0: cos = 0.5 and 1, normalised to mean 1 -> 2/3 and 4/3.
 LAT = np.array([60.0, 0.0])
-W = metrics.lat_weights(LAT, 2)
+W = lat_weights(LAT, 2)
 
 
 def test_lat_weights_are_cos_lat_with_mean_one() -> None:
     np.testing.assert_allclose(W, [[2 / 3, 2 / 3], [4 / 3, 4 / 3]])
     assert W.mean() == pytest.approx(1.0)
-    grid = metrics.lat_weights(np.linspace(58, 50, 33), 49)
+    grid = lat_weights(np.linspace(58, 50, 33), 49)
     assert grid.shape == (33, 49) and grid.mean() == pytest.approx(1.0)
     assert grid[-1, 0] > grid[0, 0]  # the south counts more
 

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.evaluate.baselines import hour_of_day_climatology
+from pipelines.climatology import hour_of_day_climatology
 from pipelines.evaluate.report import write_report
 from pipelines.evaluate.rollout import initial_history, rollout_forecasts
 from pipelines.evaluate.runner import evaluate_model
 from pipelines.evaluate.scoring import card_scores, score_forecasts, skill_rows
-from pipelines.model_runtime import ModelRuntime
-from pipelines.testing_models import make_linear_model, persistence_model
-from pipelines.training.fields import load_fields
+from pipelines.fields import load_fields
+from pipelines.models.runtime import ModelRuntime
 from schemas.train_config import Split, TimeRange
+from tests.helpers.models import make_linear_model, persistence_model
 from tests.pipelines.evaluate.stores import SYNTHETIC_LAT, SYNTHETIC_LON, synthetic_store
 
 HELD_OUT = Split(held_out=TimeRange(start=datetime(2020, 1, 8, tzinfo=UTC)))

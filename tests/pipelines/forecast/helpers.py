@@ -11,12 +11,12 @@ import xarray as xr
 from sqlalchemy import Engine, text
 
 from pipelines.analysis_store import AnalysisStore, layout_of
-from pipelines.model_runtime import ModelRuntime
-from pipelines.synthetic import synthetic_dataset
-from pipelines.testing_models import make_linear_model
+from pipelines.models.runtime import ModelRuntime
 from schemas.config import ChunkSpec, Compression
 from schemas.forecast_config import ForecastConfig
 from schemas.model_card import ModelCard
+from tests.helpers.models import make_linear_model
+from tests.helpers.synthetic import synthetic_dataset
 
 START = "2020-01-01"
 N_LAT, N_LON = 9, 12

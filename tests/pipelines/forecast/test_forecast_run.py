@@ -12,8 +12,9 @@ from sqlalchemy import Engine
 
 from pipelines.errors import ClimateError, ConfigError, ModelError, SchemaError, StoreError
 from pipelines.forecast.runner import prepare_forecast, run_forecast
+from pipelines.forecast.store import open_forecast_store
 from pipelines.ledger import RunLedger
-from pipelines.model_runtime import cuda_available
+from pipelines.models.runtime import cuda_available
 from schemas.forecast_config import ForecastConfig
 from schemas.settings import Settings
 from tests.pipelines.forecast.helpers import (
@@ -51,7 +52,7 @@ def test_forecast_equals_a_bare_loop_and_reruns_replace(
     inits = np.arange(6, 31, 6) * 3600 + 1_577_836_800
     leads = [3, 6, 9, 12]
     expected = bare_forecast(model, card, dataset, inits, leads)
-    result = xr.open_zarr(out)
+    result = open_forecast_store(str(out))
     assert result.attrs["status"] == "complete"
     assert result.attrs["model"]["sha256"] == card.sha256
     assert list(result.t2m.dims) == ["init_time", "lead_time", "lat", "lon"]
@@ -184,7 +185,7 @@ def test_promoted_model_from_the_registry(
     tmp_path: Path, analysis: tuple[Path, xr.Dataset], engine: Engine
 ) -> None:
     """``model: {name, version: promoted}`` fetches the promoted version, verified, and runs it."""
-    from pipelines.registry import ModelRegistry
+    from pipelines.models.registry import ModelRegistry
 
     store, dataset = analysis
     model, card = make_model(tmp_path, dataset)
@@ -199,7 +200,7 @@ def test_promoted_model_from_the_registry(
     config = ForecastConfig.model_validate(data)
     summary = run_forecast(config, settings, engine)
     assert summary.status == "succeeded"
-    assert xr.open_zarr(tmp_path / "f.zarr").attrs["model"]["sha256"] == card.sha256
+    assert open_forecast_store(str(tmp_path / "f.zarr")).attrs["model"]["sha256"] == card.sha256
     registry.retire(card.name, card.version, force=True)
     with pytest.raises(ModelError, match="promoted"):
         prepare_forecast(config, settings)

@@ -12,9 +12,11 @@ from pydantic import ValidationError
 
 from pipelines.analysis_store import AnalysisStore
 from pipelines.errors import ClimateError, ModelError, SchemaError
-from pipelines.model_runtime import ModelRuntime, check_dataset, file_sha256, load_card
-from pipelines.testing_models import make_linear_model, persistence_model
+from pipelines.models.artefacts import file_sha256, load_card
+from pipelines.models.compatibility import check_dataset
+from pipelines.models.runtime import ModelRuntime
 from schemas.model_card import ModelCard, card_path_for
+from tests.helpers.models import make_linear_model, persistence_model
 from tests.pipelines.forecast.helpers import make_model, make_store
 
 
@@ -134,7 +136,8 @@ def test_cuda_without_cuda_fails_at_once(tmp_path: Path, dataset: xr.Dataset) ->
     path, card = make_model(tmp_path, dataset)
     with pytest.raises(ModelError, match=r"no CUDAExecutionProvider.*device: cpu"):
         ModelRuntime.load(path, card, "cuda")
-    assert ModelRuntime.load(path, card, "auto").device == "cpu"
+    with pytest.raises(ModelError, match=r"resolve_device"):
+        ModelRuntime.load(path, card, "auto")  # type: ignore[arg-type]
 
 
 def test_store_handshake(tmp_path: Path, dataset: xr.Dataset, store_path: Path) -> None:

@@ -13,6 +13,7 @@ import xarray as xr
 
 from pipelines.db import make_engine, migrate
 from pipelines.forecast.runner import run_forecast
+from pipelines.forecast.store import open_forecast_store
 from schemas.settings import Settings
 from tests.pipelines.forecast.helpers import (
     forecast_config,
@@ -93,6 +94,9 @@ def test_two_nodes_share_the_work_and_agree_with_one(tmp_path: Path) -> None:
     two_engine = make_engine(two_db)
     assert run_rows(two_engine, "two-nodes") == run_rows(one_engine, "two-nodes")
     assert table_fingerprint(two_engine, "two-nodes") == table_fingerprint(one_engine, "two-nodes")
-    two_store, one_store = xr.open_zarr(tmp_path / "two.zarr"), xr.open_zarr(tmp_path / "one.zarr")
+    two_store, one_store = (
+        open_forecast_store(str(tmp_path / "two.zarr")),
+        open_forecast_store(str(tmp_path / "one.zarr")),
+    )
     for name in one_store.data_vars:
         xr.testing.assert_identical(two_store[name], one_store[name])

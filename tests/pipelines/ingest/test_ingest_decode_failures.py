@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from pipelines.synthetic import write_netcdf_files
+from tests.helpers.synthetic import write_netcdf_files
 from tests.pipelines.ingest.helpers import ingest, make_config, sqlite_engine
 
 pytestmark = pytest.mark.usefixtures("ray_session")

@@ -11,12 +11,13 @@ import pytest
 torch = pytest.importorskip("torch", reason="training needs the train extra (PyTorch)")
 
 from pipelines.errors import ModelError  # noqa: E402
-from pipelines.model_runtime import ModelRuntime, file_sha256  # noqa: E402
+from pipelines.fields import Fields, load_fields, split_masks  # noqa: E402
+from pipelines.models.artefacts import file_sha256  # noqa: E402
+from pipelines.models.runtime import ModelRuntime  # noqa: E402
 from pipelines.training.export import check_equivalence  # noqa: E402
-from pipelines.training.fields import Fields, load_fields, split_masks  # noqa: E402
 from pipelines.training.model import AnomalyCore, RawFieldModel  # noqa: E402
-from pipelines.training.runner import run_training  # noqa: E402
 from pipelines.training.train import train_model  # noqa: E402
+from pipelines.training_run import run_training  # noqa: E402
 from schemas.train_config import ModelDesign, Schedule, TimeRange, TrainConfig  # noqa: E402
 from tests.pipelines.evaluate.stores import synthetic_store  # noqa: E402
 
@@ -274,7 +275,7 @@ def test_a_damped_model_exports_like_torch_and_differs_from_the_undamped_one(
 
 
 def test_several_variables_train_export_and_score_per_channel(tmp_path: Path) -> None:
-    from pipelines.synthetic import synthetic_dataset
+    from tests.helpers.synthetic import synthetic_dataset
     from tests.pipelines.evaluate.stores import SYNTHETIC_LAT, SYNTHETIC_LON
 
     dataset = synthetic_dataset(240, ["t2m", "msl"], lat=SYNTHETIC_LAT, lon=SYNTHETIC_LON, seed=1)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from pipelines.climatology import hour_of_day_climatology
 from pipelines.errors import SchemaError
-from pipelines.evaluate.baselines import hour_of_day_climatology
-from pipelines.training.fields import load_fields, period_mask, split_masks
+from pipelines.fields import load_fields, period_mask, split_masks
 from pipelines.training.windows import (
     AnomalyWindows,
     anomalies,

@@ -1,7 +1,7 @@
 """The model registry: ONNX files and cards in object storage, one database row per version.
 
 Artefacts live at ``{root}/{name}/{version}/model.onnx`` and ``model.card.json`` (a local path
-or ``s3://bucket/prefix``, see :mod:`pipelines.registry_store`); rows live in the ``models``
+or ``s3://bucket/prefix``, see :mod:`pipelines.models.artefact_store`); rows live in the ``models``
 table. A version is registered only
 after its file matches its card (sha256) and ONNX Runtime has loaded it and checked the graph
 against the card. Files are uploaded under ``{root}/.incoming/`` first and moved to their
@@ -29,8 +29,9 @@ from sqlalchemy.exc import IntegrityError
 
 from pipelines.db import transaction
 from pipelines.errors import ClimateError, ModelError, SinkError
-from pipelines.model_runtime import ModelRuntime, file_sha256, load_card, verify_sha256
-from pipelines.registry_store import CARD_NAME, ONNX_NAME, ArtefactStore
+from pipelines.models.artefact_store import CARD_NAME, ONNX_NAME, ArtefactStore
+from pipelines.models.artefacts import file_sha256, load_card, verify_sha256
+from pipelines.models.runtime import ModelRuntime
 from pipelines.storage import cache_dir, fsspec_options
 from schemas.config import StorageOptions
 from schemas.model_card import ModelCard, card_path_for

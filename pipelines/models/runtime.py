@@ -2,64 +2,33 @@
 
 ``ModelRuntime.load`` verifies the file against its card (sha256), opens a session on exactly
 the execution provider asked for (``cuda`` never falls back to the CPU), and checks the graph's
-tensors against the card (handshake). ``check_dataset`` checks a card against the analysis
-store's layout before any compute.
+tensors against the card (handshake). ``auto`` is resolved before, by
+:func:`pipelines.models.resolve.resolve_device`.
+
+One loaded model is safe for concurrent callers: ONNX Runtime's ``run`` may be called from
+several threads at once, and on CUDA every call binds its own inputs and outputs (a fresh IO
+binding per call), so no two calls share a buffer.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
-import xarray as xr
 
-from pipelines.analysis_store import StoreLayout, layout_of
-from pipelines.errors import ModelError, SchemaError
+from pipelines.errors import ModelError
+from pipelines.models.artefacts import verify_sha256
 from schemas.model_card import ModelCard
 
 log = logging.getLogger(__name__)
 
 Device = Literal["auto", "cpu", "cuda"]
+Provider = Literal["cpu", "cuda"]
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-_GRID_TOLERANCE = 1e-6
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_sha256(path: Path, card: ModelCard) -> None:
-    """Refuse a model file whose bytes are not the ones its card was written for."""
-    try:
-        found = file_sha256(path)
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read the model file ({exc.strerror})") from exc
-    if found != card.sha256:
-        raise ModelError(
-            f"{path}: sha256 {found} does not match the card's {card.sha256} "
-            f"({card.name} {card.version}); the file and its card do not belong together: use "
-            "the card written with this file, or re-export the model and its card"
-        )
-
-
-def load_card(path: str | Path) -> ModelCard:
-    """Read a model card, translating every failure into a :class:`ModelError`."""
-    try:
-        return ModelCard.read(path)
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read the model card ({exc.strerror})") from exc
-    except ValueError as exc:
-        raise ModelError(f"{path}: not a valid model card: {exc}") from exc
 
 
 def cuda_available() -> bool:
@@ -67,20 +36,21 @@ def cuda_available() -> bool:
     return CUDA in ort.get_available_providers()
 
 
-def _providers(device: Device) -> tuple[list[str], str]:
+def _providers(device: str) -> list[str]:
     if device == "cpu":
-        return [CPU], "cpu"
+        return [CPU]
     if device == "cuda":
         if not cuda_available():
             raise ModelError(
                 "device 'cuda' was asked for but this ONNX Runtime has no CUDAExecutionProvider "
-                f"(available: {ort.get_available_providers()}); install onnxruntime-gpu on a "
-                "machine with a CUDA GPU, or set device: cpu"
+                f"(available: {ort.get_available_providers()}); install the gpu extra "
+                "(pip install -e '.[gpu]') on a machine with a CUDA GPU, or set device: cpu"
             )
-        return [CUDA], "cuda"
-    if device == "auto":
-        return ([CUDA], "cuda") if cuda_available() else ([CPU], "cpu")
-    raise ModelError(f"device {device!r} is not one of auto, cpu, cuda")
+        return [CUDA]
+    raise ModelError(
+        f"device {device!r} is not one of cpu, cuda (resolve auto with "
+        "pipelines.models.resolve.resolve_device first)"
+    )
 
 
 def _session_options(threads: int | None) -> ort.SessionOptions:
@@ -171,20 +141,20 @@ class ModelRuntime:
     """One ONNX Runtime session and the card it was checked against.
 
     Build with :meth:`load`; the constructor takes an already checked session (tests).
+    :meth:`step` and :meth:`rollout` may be called from several threads at once.
     """
 
-    def __init__(self, session: ort.InferenceSession, card: ModelCard, device: str) -> None:
+    def __init__(self, session: ort.InferenceSession, card: ModelCard, device: Provider) -> None:
         self.session = session
         self.card = card
-        self.device = device
-        self._binding = session.io_binding() if device == "cuda" else None
+        self.device: Provider = device
 
     @classmethod
     def load(
         cls,
         onnx_path: str | Path,
         card: ModelCard,
-        device: Device = "auto",
+        device: Provider = "cpu",
         threads: int | None = None,
     ) -> ModelRuntime:
         """Verify, open and check a model.
@@ -196,8 +166,8 @@ class ModelRuntime:
         card
             Its card; the file's sha256 must equal ``card.sha256``.
         device
-            ``cpu``, ``cuda`` (CUDAExecutionProvider only; fails when unavailable) or ``auto``
-            (CUDA when this ONNX Runtime has it, else the CPU; the choice is logged).
+            ``cpu`` or ``cuda`` (CUDAExecutionProvider only; fails when unavailable). Resolve
+            ``auto`` first with :func:`pipelines.models.resolve.resolve_device`.
         threads
             ONNX Runtime intra-op threads; ORT's default (all cores) when None.
 
@@ -213,23 +183,20 @@ class ModelRuntime:
         """
         path = Path(onnx_path)
         verify_sha256(path, card)
-        providers, used = _providers(device)
-        session = _open_session(path, providers, threads)
+        session = _open_session(path, _providers(device), threads)
         handshake(session, card, str(path))
-        log.info("model %s %s on %s (asked: %s)", card.name, card.version, used, device)
-        return cls(session, card, used)
+        log.info("model %s %s loaded on %s", card.name, card.version, device)
+        return cls(session, card, device)
 
     def step(self, fields: np.ndarray, hours: np.ndarray) -> np.ndarray:
         """One model call: ``fields`` [B, H, C, lat, lon], target ``hours`` [B] -> [B, C, ...]."""
         fields = np.ascontiguousarray(fields, dtype=np.float32)
         hours = np.ascontiguousarray(hours, dtype=np.int64) % 24
         names = self.card.tensors
-        if self._binding is None:
+        if self.device != "cuda":
             out = self.session.run([names.output], {names.fields: fields, names.hour: hours})
             return np.asarray(out[0])
-        binding = self._binding
-        binding.clear_binding_inputs()
-        binding.clear_binding_outputs()
+        binding = self.session.io_binding()  # one per call: concurrent calls share no buffer
         binding.bind_ortvalue_input(
             names.fields, ort.OrtValue.ortvalue_from_numpy(fields, "cuda", 0)
         )
@@ -285,60 +252,3 @@ class ModelRuntime:
             state[:, :-1] = state[:, 1:]
             state[:, -1] = field
         return out
-
-
-def _store_layout(dataset: StoreLayout | xr.Dataset) -> StoreLayout:
-    return dataset if isinstance(dataset, StoreLayout) else layout_of(dataset)
-
-
-def check_dataset(card: ModelCard, dataset: StoreLayout | xr.Dataset, where: str = "store") -> None:
-    """Check that the store (its layout, or the dataset) holds what the model reads.
-
-    Raises
-    ------
-    SchemaError
-        A variable or level is missing, a variable's dimensions do not fit, or the grid
-        differs; the message names what was found, what the card expects and the fix.
-    """
-    layout = _store_layout(dataset)
-    grid = layout.grid
-    problems = []
-    missing = [name for name in card.inputs.variables if name not in layout.names]
-    if missing:
-        problems.append(
-            f"variable(s) {missing} missing (the store has {list(layout.names)}): "
-            "ingest them into the store"
-        )
-    levels = card.inputs.levels
-    absent = [level for level in levels if level not in grid.level]
-    if absent:
-        problems.append(
-            f"level(s) {absent} missing (the store has {list(grid.level)}): ingest those levels"
-        )
-    wanted_dims = ("time", "level", "lat", "lon") if levels else ("time", "lat", "lon")
-    for var in layout.variables:
-        if var.name in card.inputs.variables and var.dims != wanted_dims:
-            problems.append(
-                f"{var.name} has dims {var.dims}, the model reads {wanted_dims}"
-                + (" (ensemble stores are not supported)" if "member" in var.dims else "")
-            )
-    n_lat, n_lon = card.inputs.grid.shape
-    same_grid = (
-        len(grid.lat) == n_lat
-        and len(grid.lon) == n_lon
-        and np.allclose(grid.lat, card.inputs.grid.lat, atol=_GRID_TOLERANCE, rtol=0)
-        and np.allclose(grid.lon, card.inputs.grid.lon, atol=_GRID_TOLERANCE, rtol=0)
-    )
-    if not same_grid:
-        found = f"{len(grid.lat)}x{len(grid.lon)}"
-        if grid.lat and grid.lon:
-            found += f" lat {grid.lat[0]:g}..{grid.lat[-1]:g} lon {grid.lon[0]:g}..{grid.lon[-1]:g}"
-        lat, lon = card.inputs.grid.lat, card.inputs.grid.lon
-        problems.append(
-            f"grid {found} differs from the model's {n_lat}x{n_lon} lat {lat[0]:g}..{lat[-1]:g} "
-            f"lon {lon[0]:g}..{lon[-1]:g}: regrid the analysis or use a model for this grid"
-        )
-    if problems:
-        raise SchemaError(
-            f"{where}: does not fit model {card.name} {card.version}: " + "; ".join(problems)
-        )

@@ -1,4 +1,8 @@
-"""One training run: seeded training -> ONNX + card -> equivalence check -> held-out scores."""
+"""One training run: seeded training -> ONNX + card -> equivalence check -> held-out scores.
+
+The one module that composes the ``training/`` room (fit, export) with the ``evaluate/`` room
+(scores of the exported file on the held-out period); neither room imports the other.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +16,17 @@ import torch
 
 from pipelines.evaluate.runner import evaluate_model
 from pipelines.evaluate.scoring import Scores, card_scores, skill_rows
-from pipelines.model_runtime import ModelRuntime
+from pipelines.fields import Fields, split_masks
+from pipelines.models.runtime import ModelRuntime
 from pipelines.skill_gate import gate_problems
 from pipelines.training.export import (
     CARD_NAME,
     ONNX_NAME,
     build_card,
     check_equivalence,
+    code_version,
     export_onnx,
 )
-from pipelines.training.fields import Fields, split_masks
 from pipelines.training.train import TrainedModel, train_model
 from pipelines.training.windows import window_starts
 from schemas.model_card import ModelCard
@@ -81,12 +86,15 @@ def run_training(
     SchemaError
         A period holds no time of the store.
     """
+    code = code_version()  # before anything is written: the code that trains, not what it wrote
     train_mask, _ = split_masks(fields.times, config.split.held_out, config.split.train)
     trained = train_model(fields, train_mask, config.design, config.schedule, report)
-    return publish_model(config, fields, trained)
+    return publish_model(config, fields, trained, code)
 
 
-def publish_model(config: TrainConfig, fields: Fields, trained: TrainedModel) -> TrainingResult:
+def publish_model(
+    config: TrainConfig, fields: Fields, trained: TrainedModel, code: str | None = None
+) -> TrainingResult:
     """Export a trained model to ``config.output.dir``, check the export, score it.
 
     ``trained`` must have been trained on ``config.split`` with ``config.design`` (the card
@@ -101,7 +109,7 @@ def publish_model(config: TrainConfig, fields: Fields, trained: TrainedModel) ->
     export_onnx(trained.model, example, hours, partial)
     try:
         card, scores, difference = _check_and_score(
-            config, fields, trained, partial, example, hours
+            config, fields, trained, partial, example, hours, code
         )
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -119,6 +127,7 @@ def _check_and_score(
     onnx_path: Path,
     example: np.ndarray,
     hours: np.ndarray,
+    code: str | None,
 ) -> tuple[ModelCard, Scores, float]:
     """Card the exported file, check it against torch, score it on the held-out period."""
     split, design, schedule = config.split, config.design, config.schedule
@@ -150,6 +159,7 @@ def _check_and_score(
             "seconds": round(trained.seconds, 1),
             "torch": torch.__version__,
         },
+        code=code,
     )
     runtime = ModelRuntime.load(onnx_path, card, device="cpu", threads=schedule.threads)
     difference = check_equivalence(

@@ -11,7 +11,7 @@ import numpy as np
 import xarray as xr
 
 from pipelines.errors import SchemaError, StoreError
-from pipelines.model_runtime import check_dataset
+from pipelines.models.compatibility import check_dataset
 from schemas.model_card import ModelCard
 from schemas.train_config import TimeRange
 
@@ -132,7 +132,7 @@ def load_fields(
         fsspec options for object-store URLs.
     card
         When given, the store is first checked against the model's card (variables, levels,
-        grid; see :func:`pipelines.model_runtime.check_dataset`).
+        grid; see :func:`pipelines.models.compatibility.check_dataset`).
 
     Raises
     ------

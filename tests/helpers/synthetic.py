@@ -421,7 +421,7 @@ def synthetic_dataset(
             np.asarray(member_values, "int64"),
             member_attrs,
         )
-    attrs = {"Conventions": "CF-1.8", "source": f"pipelines.synthetic (seed {seed})"}
+    attrs = {"Conventions": "CF-1.8", "source": f"tests.helpers.synthetic (seed {seed})"}
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 

@@ -19,7 +19,7 @@ import onnx
 import xarray as xr
 from onnx import TensorProto, helper, numpy_helper
 
-from pipelines.model_runtime import file_sha256
+from pipelines.models.artefacts import file_sha256
 from schemas.model_card import GridSpec, ModelCard, ModelIO, ModelOutputs, card_path_for
 
 OPSET = 17
@@ -125,8 +125,8 @@ def write_model(
         ),
         outputs=ModelOutputs(variables=list(variables)),
         normalisation={"kind": "none", "note": "raw physical units in and out"},
-        training=training or {"kind": "built by pipelines.testing_models"},
-        code_version="pipelines.testing_models",
+        training=training or {"kind": "built by tests.helpers.models"},
+        code_version="tests.helpers.models",
     )
     card.write(card_path_for(path))
     return card

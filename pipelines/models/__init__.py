@@ -1,0 +1,1 @@
+"""The model room: ONNX runtime, artefacts, compatibility checks, resolution, registry."""
