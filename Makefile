@@ -4,13 +4,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench-ingest bench-forecast bench-forecast-gpu clean
+.PHONY: demo test lint typecheck bench-ingest bench-forecast bench-forecast-gpu gpu-env clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 2; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,train]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,train,cpu]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -36,6 +36,11 @@ bench-forecast: $(STAMP)
 
 bench-forecast-gpu: $(STAMP)
 	$(BIN)/python -m bench.forecast_gpu
+
+# Swap the CPU ONNX Runtime for onnxruntime-gpu (CUDA execution provider) in this venv.
+gpu-env: $(STAMP)
+	$(BIN)/python -m pip uninstall --quiet --yes onnxruntime
+	$(BIN)/python -m pip install --quiet -e '.[dev,train,gpu]'
 
 clean:
 	rm -rf output

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from pipelines.analysis_store import AnalysisStore, layout_of
+from pipelines.analysis_store import AnalysisStore
+from pipelines.store_layout import layout_of
 from schemas.config import ChunkSpec, Compression
 from schemas.forecast_config import ForecastConfig
 

@@ -245,14 +245,7 @@ def plain_write(
 ) -> dict[str, float]:
     clock = Clock()
     run_dir = root / "runs" / run_id
-    template(shape, run_id).to_zarr(
-        run_dir,
-        mode="w",
-        compute=False,
-        consolidated=True,
-        zarr_format=2,
-        encoding=encoding(shape, 2),
-    )
+    write_template(template(shape, run_id), run_dir, shape, 2)
     clock.lap("template")
     if pool is None:
         group = zarr.open_group(run_dir, mode="r+", zarr_format=2, use_consolidated=False)
@@ -268,6 +261,18 @@ def plain_write(
     publish_pointer(root, run_id)
     clock.lap("publish")
     return {"total": clock.total, **clock.phases}
+
+
+def write_template(ds: xr.Dataset, target: Any, shape: Shape, zarr_format: int) -> None:
+    """Metadata and coordinates only; v2 consolidated (plain), v3 unconsolidated (icechunk)."""
+    ds.to_zarr(
+        target,
+        mode="w",
+        compute=False,
+        consolidated=zarr_format == 2,
+        zarr_format=zarr_format,
+        encoding=encoding(shape, zarr_format),
+    )
 
 
 def plain_open(root: Path) -> xr.Dataset:
@@ -295,14 +300,7 @@ def icechunk_write(
     ds = template(shape, run_id)
     if pool is None:
         session = repo.writable_session("main")
-        ds.to_zarr(
-            session.store,
-            mode="w",
-            compute=False,
-            consolidated=False,
-            zarr_format=3,
-            encoding=encoding(shape, 3),
-        )
+        write_template(ds, session.store, shape, 3)
         clock.lap("template")
         group = zarr.open_group(session.store, mode="r+", zarr_format=3, use_consolidated=False)
         write_inits(group, forecast_data(shape), list(range(shape.inits)))
@@ -317,14 +315,7 @@ def icechunk_write(
     branch = f"run-{run_id}"
     repo.create_branch(branch, base)
     session = repo.writable_session(branch)
-    ds.to_zarr(
-        session.store,
-        mode="w",
-        compute=False,
-        consolidated=False,
-        zarr_format=3,
-        encoding=encoding(shape, 3),
-    )
+    write_template(ds, session.store, shape, 3)
     session.commit(f"template {run_id}")
     session = repo.writable_session(branch)
     clock.lap("template")

@@ -73,11 +73,17 @@ def read_config(model: type[ModelT], path: str | Path, overrides: list[str] | No
         raise ConfigError(str(exc)) from exc
 
 
+# Loggers whose INFO lines the default (WARNING) level still shows: choices made for the user.
+SHOWN_CHOICES = ("pipelines.models.resolve",)
+
+
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for name in SHOWN_CHOICES:
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 class BarProgress:

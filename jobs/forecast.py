@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
-import xarray as xr
+from rich.markup import escape
 from rich.table import Table
 
 from jobs.common import BarProgress, console, job_parser, read_config, setup_logging
 from pipelines.db import make_engine, migrate
 from pipelines.errors import ClimateError
 from pipelines.forecast.runner import ForecastSummary, execute_forecast, prepare_forecast
+from pipelines.forecast.store import open_forecast_store
 from pipelines.ray_data import ensure_ray
 from schemas.forecast_config import ForecastConfig
 from schemas.settings import load_settings
@@ -51,9 +53,9 @@ def _leads(hours: list[int]) -> str:
     )
 
 
-def print_sample(summary: ForecastSummary) -> None:
-    """A few forecast values from the store the run wrote."""
-    store = xr.open_zarr(summary.zarr_url)
+def print_sample(summary: ForecastSummary, storage_options: dict[str, Any]) -> None:
+    """A few forecast values of the run the store now serves."""
+    store = open_forecast_store(summary.zarr_url, storage_options=storage_options)
     name = next(iter(store.data_vars))
     field = store[name].isel(init_time=-1)
     lat, lon = store.sizes["lat"] // 2, store.sizes["lon"] // 2
@@ -82,16 +84,20 @@ def predict(config_path: str, overrides: list[str], verbose: bool = False) -> in
         ensure_ray(config.ray, settings)
         prepared = prepare_forecast(config, settings)
     except ClimateError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return EXIT_ERROR
     try:
         with BarProgress() as progress:
             summary = execute_forecast(prepared, engine, progress)
     except ClimateError as exc:
-        console.print(f"[red]run {prepared.run_id} failed:[/red] {exc}")
+        console.print(
+            f"[red]run {prepared.run_id} failed:[/red] {escape(str(exc))}",
+            highlight=False,
+            soft_wrap=True,
+        )
         return EXIT_FAILED
     print_summary(summary)
-    print_sample(summary)
+    print_sample(summary, prepared.zarr_options)
     return EXIT_CLEAN
 
 

@@ -136,11 +136,10 @@ def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
-def _scores_table(rows: list[SkillRow]) -> Table:
-    first = rows[0]
-    table = Table(
-        title=f"latest evaluation: {_when(first.period_start)} .. {_when(first.period_end)}"
-    )
+def _scores_table(run_id: str, rows: list[SkillRow]) -> Table:
+    start = min(r.period_start for r in rows)
+    end = max(r.period_end for r in rows)
+    table = Table(title=f"evaluation that counts: run {run_id}, {_when(start)} .. {_when(end)}")
     for column in ("variable", "lead h", "metric", "model", "persistence", "climatology", "inits"):
         table.add_column(column)
     for r in rows:
@@ -181,7 +180,7 @@ def show_command(
     ] = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """Show a version's card, its latest skill scores and the promotion gate's verdict."""
+    """Show a version's card, the skill scores that count and the promotion gate's verdict."""
 
     def work(ctx: Context) -> None:
         if version is not None:
@@ -189,15 +188,14 @@ def show_command(
         else:
             record = ctx.registry.promoted(name) or _newest(ctx.registry, name)
         out.print(_card_table(record))
-        from pipelines.skill_gate import gate_problems
+        from pipelines.skill_gate import promotion_verdict
 
-        rows = ctx.skill.latest_for(record.sha256)
-        if rows:
-            out.print(_scores_table(rows))
-        problems = gate_problems(rows, record.card.channel_names)
-        if problems:
+        verdict = promotion_verdict(ctx.skill, record.card)
+        if verdict.run is not None and verdict.rows:
+            out.print(_scores_table(verdict.run.run_id, verdict.rows))
+        if verdict.problems:
             out.print("promotion gate: [red]fails[/red]")
-            for problem in problems:
+            for problem in verdict.problems:
                 out.print(f"  - {problem}", markup=False, highlight=False)
         else:
             out.print("promotion gate: [green]passes[/green]")
@@ -239,13 +237,11 @@ def register_command(
 
 @app.command("promote")
 def promote_command(name: NameArg, version: VersionArg, verbose: VerboseOption = False) -> None:
-    """Promote a version, if its latest evaluation passes the skill gate."""
+    """Promote a version, if its latest succeeded held-out evaluation passes the skill gate."""
 
     def work(ctx: Context) -> None:
-        from pipelines.skill_gate import promotion_gate
-
         before = ctx.registry.promoted(name)
-        record = ctx.registry.promote(name, version, gate=promotion_gate(ctx.skill))
+        record = ctx.registry.promote(name, version)  # the registry applies the skill gate
         demoted = (
             f"; {name} {before.version} is a candidate again"
             if before and before.version != version

@@ -39,41 +39,17 @@ def _require_torch() -> None:
 
 def _train(config: TrainConfig, run_id: str) -> int:
     from pipelines.db import make_engine
-    from pipelines.fields import load_fields
     from pipelines.ledger import RunLedger
-    from pipelines.storage import fsspec_options
-    from pipelines.training_run import run_training
+    from pipelines.training_run import train_from_config
     from schemas.settings import load_settings
 
     settings = load_settings()
     engine = make_engine(settings.database_url)
-    options = fsspec_options(config.analysis.url, config.storage, settings)
-    a = config.analysis
-    fields = load_fields(a.url, a.variables, a.levels, options)
     with console.status("training") as status:
-        result = run_training(config, fields, report=status.update)
-    card = result.card
-    registered = None
-    if config.output.register_model:
-        from pipelines.models.registry import ModelRegistry
-
-        registry = ModelRegistry.from_settings(engine, settings, config.storage)
-        registered = registry.register(result.onnx_path, card).artefact_url
+        result = train_from_config(config, settings, engine, report=status.update)
+    card, registered = result.card, result.registered
     problems = list(card.scores.get("gate_problems", []))
-    RunLedger(engine).finish(
-        run_id,
-        "succeeded",
-        summary={
-            "model": card.name,
-            "version": card.version,
-            "sha256": card.sha256,
-            "onnx": str(result.onnx_path),
-            "card": str(result.card_path),
-            "registered": registered,
-            "seconds": round(result.trained.seconds, 1),
-            "onnx_max_abs_difference": result.max_onnx_difference,
-        },
-    )
+    RunLedger(engine).finish(run_id, "succeeded", summary=result.summary())
     console.print(skill_table(result.scores, f"{card.name} {card.version} on the held-out period"))
     print_verdict(problems)
     console.print(

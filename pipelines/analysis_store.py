@@ -20,33 +20,12 @@ import zarr
 from pipelines.canonical import GridSignature
 from pipelines.errors import StoreError
 from pipelines.storage import explain_storage_error, filesystem
+from pipelines.store_layout import StoreLayout, VariableLayout
 from schemas.config import ChunkSpec, Compression
 from schemas.variables import COORDINATE_ATTRS
 
 TIME_UNITS = "seconds since 1970-01-01"
 _TIME_COORD_CHUNK = 8760
-
-
-@dataclass(frozen=True)
-class VariableLayout:
-    """A data variable's dimensions and attributes, enough to create it."""
-
-    name: str
-    dims: tuple[str, ...]
-    attrs: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class StoreLayout:
-    """Everything but the time axis: grid, variables, dataset attributes."""
-
-    grid: GridSignature
-    variables: tuple[VariableLayout, ...]
-    attrs: dict[str, Any]
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(var.name for var in self.variables)
 
 
 @dataclass(frozen=True)
@@ -56,17 +35,6 @@ class StoreState:
     times: np.ndarray  # datetime64[ns], the store's time axis
     layout: StoreLayout
     time_chunk: int
-
-
-def layout_of(dataset: xr.Dataset) -> StoreLayout:
-    """The layout of a canonical dataset."""
-    from pipelines.canonical import grid_signature
-
-    variables = tuple(
-        VariableLayout(str(name), tuple(str(d) for d in var.dims), dict(var.attrs))
-        for name, var in sorted(dataset.data_vars.items())
-    )
-    return StoreLayout(grid_signature(dataset), variables, dict(dataset.attrs))
 
 
 def to_seconds(times: np.ndarray) -> np.ndarray:

@@ -53,18 +53,22 @@ def mask_url(url: str | URL) -> str:
     """The URL as text with its password replaced by ``***``."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "<unparseable database URL>"
 
 
 def _normalise(url: str) -> URL:
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        # Neither the URL nor the parser's message (which quotes it) is shown: it may hold a
+        # password. ``from None`` keeps it out of tracebacks too.
         raise ConfigError(
-            f"DATABASE_URL {url!r} is not a database URL; "
-            "use sqlite:///path/to/file.db or postgresql+psycopg://user@host:5432/dbname"
-        ) from exc
+            "DATABASE_URL is not a database URL (its value is not shown: it may hold a "
+            "password); use sqlite:///path/to/file.db or "
+            "postgresql+psycopg://user:password@host:5432/dbname, with special characters "
+            "in the password percent-encoded"
+        ) from None
     backend = parsed.get_backend_name()
     if backend in {"postgres", "postgresql"}:
         return parsed.set(drivername="postgresql+psycopg")

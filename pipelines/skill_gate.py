@@ -1,26 +1,33 @@
 """The promotion gate: is a model clearly better than persistence and climatology?
 
-One pure rule over skill rows, used by evaluation (to report a verdict) and by
-``ModelRegistry.promote`` (to refuse a model). For every variable and every gated lead time
-the model's latitude-weighted RMSE must be below the better baseline,
-``min(persistence, climatology)``, by at least that lead's margin: 10% at 1, 3 and 6 h,
-anything at 12 and 24 h by default. A lead time without scores fails the gate.
+One pure rule over skill rows (:func:`gate_problems`), used by evaluation (to report a verdict)
+and, through :func:`promotion_verdict`, by ``ModelRegistry.promote`` (to refuse a model; there
+is no way around it). For every variable and every gated lead time the model's
+latitude-weighted RMSE must be below the better baseline, ``min(persistence, climatology)``,
+by at least that lead's margin: 10% at 1, 3 and 6 h, anything at 12 and 24 h by default. A
+lead time without scores fails the gate.
+
+Which scores count (:func:`promotion_verdict`): those of the newest evaluation run that
+SUCCEEDED in the run ledger and whose scored initial times do not overlap any training period
+named in the model's card (:mod:`pipelines.periods`). The scores of a failed, partial or still
+running run, or of a run that scored training data, never count.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-from pipelines.skill_table import SkillRow, SkillTable
-
-if TYPE_CHECKING:
-    from pipelines.models.registry import ModelRecord
+from pipelines.errors import ModelError
+from pipelines.periods import Period, overlapping, show_period, show_periods, training_periods
+from pipelines.skill_table import ScoredRun, SkillRow, SkillTable
+from schemas.model_card import ModelCard
 
 DEFAULT_MARGINS: Mapping[int, float] = {1: 0.10, 3: 0.10, 6: 0.10, 12: 0.0, 24: 0.0}
 GATE_METRIC = "rmse"
 _EVALUATE = "run climate evaluate"
+_LISTED_RUNS = 5  # skipped runs named in a refusal; older ones are counted
 
 
 def _baseline(row: SkillRow) -> float | None:
@@ -75,8 +82,8 @@ def gate_problems(
     Parameters
     ----------
     rows
-        The model's latest evaluation (``SkillTable.latest_for(sha256)``); other metrics
-        are ignored.
+        The scores of the evaluation that counts (see :func:`promotion_verdict`); other
+        metrics are ignored.
     variables
         Every variable (channel name) the model forecasts, e.g. ``card.channel_names``.
     margins
@@ -106,13 +113,85 @@ def gate_problems(
     return problems
 
 
-def promotion_gate(
-    table: SkillTable, margins: Mapping[int, float] = DEFAULT_MARGINS
-) -> Callable[[ModelRecord], list[str]]:
-    """The gate ``ModelRegistry.promote`` applies: :func:`gate_problems` on the latest scores."""
+@dataclass(frozen=True)
+class Verdict:
+    """The promotion gate's verdict on a model file.
 
-    def gate(record: ModelRecord) -> list[str]:
-        rows = table.latest_for(record.sha256)
-        return gate_problems(rows, record.card.channel_names, margins)
+    ``run`` is the evaluation that counted (None when none does), ``rows`` its scores and
+    ``problems`` why the model must not be promoted (empty when it passes).
+    """
 
-    return gate
+    run: ScoredRun | None
+    rows: list[SkillRow]
+    problems: list[str]
+
+    @property
+    def passes(self) -> bool:
+        return not self.problems
+
+
+def _why_not_counted(run: ScoredRun, clash: Sequence[Period]) -> str:
+    if not run.succeeded:
+        return (
+            f"run {run.run_id} does not count: its status in the run ledger is {run.status!r}, "
+            "and only the scores of a succeeded evaluation count"
+        )
+    return (
+        f"run {run.run_id} does not count: the initial times it scored "
+        f"({show_period((run.period_start, run.period_end))}) overlap the model's training "
+        f"period(s) {show_periods(clash)}"
+    )
+
+
+def promotion_verdict(
+    table: SkillTable, card: ModelCard, margins: Mapping[int, float] = DEFAULT_MARGINS
+) -> Verdict:
+    """The gate ``ModelRegistry.promote`` applies, on the evaluation that counts.
+
+    Parameters
+    ----------
+    table
+        The skill table (it reads the run ledger of the same database).
+    card
+        The model's card: its file hash, channels and training periods.
+    margins
+        As for :func:`gate_problems`.
+
+    Returns
+    -------
+    Verdict
+        The newest run that succeeded and scored no training period, judged by
+        :func:`gate_problems`; newer runs that did not count are named in the problems. When
+        no run counts, a "not evaluated" problem and why each run did not count.
+    """
+    try:
+        trained = training_periods(card)
+    except ModelError as exc:
+        return Verdict(None, [], [str(exc)])
+    skipped: list[str] = []
+    runs = table.scored_runs(card.sha256)
+    for run in runs:
+        clash = overlapping(trained, run.period_start, run.period_end)
+        if not run.succeeded or clash:
+            skipped.append(_why_not_counted(run, clash))
+            continue
+        rows = table.rows_of(run.run_id, card.sha256)
+        problems = gate_problems(rows, card.channel_names, margins)
+        if problems:
+            problems += _listed(skipped)
+        return Verdict(run, rows, problems)
+    if not runs:
+        never = f"not evaluated: no scores were recorded for this model file: {_EVALUATE}"
+        return Verdict(None, [], [never])
+    headline = (
+        f"not evaluated: none of the {len(runs)} evaluation run(s) that scored this model "
+        f"counts: {_EVALUATE} again, to success, on a held_out period outside the model's "
+        "training periods" + (f" ({show_periods(trained)})" if trained else "")
+    )
+    return Verdict(None, [], [headline, *_listed(skipped)])
+
+
+def _listed(notes: list[str]) -> list[str]:
+    if len(notes) <= _LISTED_RUNS:
+        return notes
+    return [*notes[:_LISTED_RUNS], f"... and {len(notes) - _LISTED_RUNS} older run(s)"]

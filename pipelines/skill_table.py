@@ -2,8 +2,10 @@
 
 An evaluation run records one :class:`SkillRow` per (variable, lead time, metric): the model's
 score and the persistence and climatology baselines' scores over the same initial times. A
-re-run of the same run id replaces its rows. The promotion gate
-(:mod:`pipelines.skill_gate`) reads the rows of the latest run that scored a model.
+re-run of the same run id replaces its rows. Only the scores of a run that SUCCEEDED in the
+run ledger (``runs``) count: :meth:`SkillTable.latest_for` reads the latest such run, and the
+promotion gate (:mod:`pipelines.skill_gate`) picks among :meth:`SkillTable.scored_runs`. The
+rows of a failed, partial or still running evaluation stay in the table, for inspection only.
 """
 
 from __future__ import annotations
@@ -11,16 +13,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, Row, Table, delete, func, insert, select
 
 from pipelines.db import transaction
 from schemas.registry_tables import SKILL_METRICS, SkillScore
-from schemas.tables import utcnow
+from schemas.tables import Run, utcnow
 
 _SCORES: Table = SkillScore.__table__  # type: ignore[assignment]
+_RUNS: Table = Run.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,33 @@ class SkillRow:
                 f"period_end {self.period_end.isoformat()} is before period_start "
                 f"{self.period_start.isoformat()}"
             )
+
+
+@dataclass(frozen=True)
+class ScoredRun:
+    """One evaluation run that recorded scores of a model file, and how it ended.
+
+    ``status`` is the run's status in the run ledger (``running``, ``succeeded``, ``failed``,
+    ``partial``); only a ``succeeded`` run counts. ``period_start .. period_end`` span the
+    initial times its rows scored (both included).
+    """
+
+    run_id: str
+    status: str
+    recorded_at: datetime
+    period_start: datetime
+    period_end: datetime
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+
+def _utc(value: datetime | str) -> datetime:
+    """An aggregate's timestamp as aware UTC (SQLite may give it back naive or as text)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -161,26 +191,51 @@ class SkillTable:
                 conn.execute(insert(_SCORES), values)
         return len(values)
 
-    def latest_run_for(self, model_sha256: str) -> str | None:
-        """The id of the most recent run that scored this model file; None if none did."""
+    def scored_runs(self, model_sha256: str) -> list[ScoredRun]:
+        """Every run that recorded scores of this model file, newest first, with its status.
+
+        Parameters
+        ----------
+        model_sha256
+            The model file's hash.
+
+        Returns
+        -------
+        list of ScoredRun
+            Ordered by when the scores were recorded (the newest first); [] if never scored.
+        """
+        recorded = func.max(_SCORES.c.created_at)
         stmt = (
-            select(_SCORES.c.run_id)
+            select(
+                _SCORES.c.run_id,
+                _RUNS.c.status,
+                recorded.label("recorded_at"),
+                func.min(_SCORES.c.period_start).label("period_start"),
+                func.max(_SCORES.c.period_end).label("period_end"),
+            )
+            .join(_RUNS, _RUNS.c.run_id == _SCORES.c.run_id)
             .where(_SCORES.c.model_sha256 == model_sha256)
-            .group_by(_SCORES.c.run_id)
-            .order_by(func.max(_SCORES.c.created_at).desc(), _SCORES.c.run_id.desc())
-            .limit(1)
+            .group_by(_SCORES.c.run_id, _RUNS.c.status)
+            .order_by(recorded.desc(), _SCORES.c.run_id.desc())
         )
         with transaction(self.engine, write=False) as conn:
-            return conn.execute(stmt).scalar_one_or_none()
+            rows = conn.execute(stmt).all()
+        return [
+            ScoredRun(
+                run_id=row.run_id,
+                status=row.status,
+                recorded_at=_utc(row.recorded_at),
+                period_start=_utc(row.period_start),
+                period_end=_utc(row.period_end),
+            )
+            for row in rows
+        ]
 
-    def latest_for(self, model_sha256: str) -> list[SkillRow]:
-        """The rows of the most recent run that scored this model; [] if never scored.
+    def rows_of(self, run_id: str, model_sha256: str) -> list[SkillRow]:
+        """The scores one run recorded for this model file, whatever the run's status.
 
         Sorted by variable, metric and lead time.
         """
-        run_id = self.latest_run_for(model_sha256)
-        if run_id is None:
-            return []
         stmt = (
             select(_SCORES)
             .where(_SCORES.c.run_id == run_id, _SCORES.c.model_sha256 == model_sha256)
@@ -188,3 +243,22 @@ class SkillTable:
         )
         with transaction(self.engine, write=False) as conn:
             return [_skill_row(row) for row in conn.execute(stmt)]
+
+    def latest_run_for(self, model_sha256: str) -> str | None:
+        """The id of the most recent SUCCEEDED run that scored this model file; None if none.
+
+        Runs that failed, ended partial or are still running never count, even when they are
+        newer.
+        """
+        for run in self.scored_runs(model_sha256):
+            if run.succeeded:
+                return run.run_id
+        return None
+
+    def latest_for(self, model_sha256: str) -> list[SkillRow]:
+        """The rows of the most recent succeeded run that scored this model; [] if none.
+
+        Sorted by variable, metric and lead time.
+        """
+        run_id = self.latest_run_for(model_sha256)
+        return [] if run_id is None else self.rows_of(run_id, model_sha256)

@@ -6,6 +6,7 @@ The one module that composes the ``training/`` room (fit, export) with the ``eva
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,12 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sqlalchemy import Engine
 
 from pipelines.evaluate.runner import evaluate_model
 from pipelines.evaluate.scoring import Scores, card_scores, skill_rows
-from pipelines.fields import Fields, split_masks
+from pipelines.fields import Fields, load_fields, split_masks
+from pipelines.models.registry import ModelRegistry
 from pipelines.models.runtime import ModelRuntime
 from pipelines.skill_gate import gate_problems
+from pipelines.storage import fsspec_options
 from pipelines.training.export import (
     CARD_NAME,
     ONNX_NAME,
@@ -30,6 +34,7 @@ from pipelines.training.export import (
 from pipelines.training.train import TrainedModel, train_model
 from pipelines.training.windows import window_starts
 from schemas.model_card import ModelCard
+from schemas.settings import Settings
 from schemas.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -45,6 +50,18 @@ class TrainingResult:
     scores: Scores
     max_onnx_difference: float
     trained: TrainedModel
+    registered: str | None = None  # the registry's artefact URL when it was registered
+
+    def summary(self) -> dict[str, object]:
+        """What the run ledger records."""
+        return {
+            **self.card.identity(),
+            "onnx": str(self.onnx_path),
+            "card": str(self.card_path),
+            "registered": self.registered,
+            "seconds": round(self.trained.seconds, 1),
+            "onnx_max_abs_difference": self.max_onnx_difference,
+        }
 
 
 def _iso(value: np.datetime64) -> str:
@@ -66,6 +83,32 @@ def _example(fields: Fields, history: int, held: np.ndarray) -> tuple[np.ndarray
     example = np.stack([fields.values[s : s + history] for s in picks]).astype(np.float32)
     hours = (fields.hours[picks + history - 1] + 1) % 24
     return example, hours.astype(np.int64)
+
+
+def train_from_config(
+    config: TrainConfig,
+    settings: Settings,
+    engine: Engine,
+    report: Callable[[str], None] | None = None,
+) -> TrainingResult:
+    """``climate train``: read the analysis store, train, export, score; register if asked.
+
+    Raises
+    ------
+    ModelError
+        The export disagrees with the trained model, or the registry refused it.
+    SchemaError, SourceError
+        The analysis store does not hold what the config names.
+    """
+    analysis = config.analysis
+    options = fsspec_options(analysis.url, config.storage, settings)
+    fields = load_fields(analysis.url, analysis.variables, analysis.levels, options)
+    result = run_training(config, fields, report)
+    if not config.output.register_model:
+        return result
+    registry = ModelRegistry.from_settings(engine, settings, config.storage)
+    record = registry.register(result.onnx_path, result.card)
+    return dataclasses.replace(result, registered=record.artefact_url)
 
 
 def run_training(

@@ -142,6 +142,10 @@ class ModelCard(StrictModel):
         levels: list[int | None] = list(self.inputs.levels) or [None]
         return [(name, level) for name in self.inputs.variables for level in levels]
 
+    def identity(self) -> dict[str, str]:
+        """Name, version and file hash: how run summaries and ledgers name the model."""
+        return {"model": self.name, "version": self.version, "sha256": self.sha256}
+
     @property
     def channel_names(self) -> list[str]:
         """``t2m`` or ``t@500`` for each channel."""

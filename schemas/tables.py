@@ -38,8 +38,11 @@ NAMING_CONVENTION: dict[str, str] = {
     "pk": "pk_%(table_name)s",
 }
 
-RUN_KINDS: frozenset[str] = frozenset({"ingest", "train", "evaluate", "forecast"})
-RUN_STATUSES: frozenset[str] = frozenset({"running", "succeeded", "failed", "partial"})
+RUN_KINDS: frozenset[str] = frozenset(
+    {"ingest", "train", "evaluate", "forecast", "nightly", "watch"}
+)
+# missed: a scheduled run that never started (recorded by the scheduler)
+RUN_STATUSES: frozenset[str] = frozenset({"running", "succeeded", "failed", "partial", "missed"})
 FILE_STATUSES: frozenset[str] = frozenset({"pending", "committed", "failed"})
 
 

@@ -18,6 +18,7 @@ from pipelines.evaluate.scoring import Scores, skill_rows
 from pipelines.fields import load_fields
 from pipelines.models.resolve import resolve_device, resolve_model
 from pipelines.models.runtime import ModelRuntime
+from pipelines.periods import check_held_out
 from pipelines.skill_gate import gate_problems
 from pipelines.skill_table import SkillRow, SkillTable
 from pipelines.storage import fsspec_options
@@ -38,9 +39,7 @@ class Evaluation:
 
     def summary(self) -> dict[str, object]:
         return {
-            "model": self.card.name,
-            "version": self.card.version,
-            "sha256": self.card.sha256,
+            **self.card.identity(),
             "rows": len(self.rows),
             "report": str(self.report),
             "gate_passes": not self.problems,
@@ -55,12 +54,14 @@ def run_evaluation(
     Raises
     ------
     ModelError
-        The model is refused (missing, corrupt, not matching its card).
+        The model is refused (missing, corrupt, not matching its card), or the held-out
+        period overlaps a training period named in its card.
     SchemaError, ConfigError
         The analysis store or the split does not fit.
     """
     model = resolve_model(config.model, settings, config.storage, engine)
     card = model.card
+    check_held_out(config.split.held_out, card)  # never score training data
     device = resolve_device(config.device)
     runtime = ModelRuntime.load(model.path, card, device=device, threads=config.threads)
     options = fsspec_options(config.analysis, config.storage, settings)

@@ -8,10 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.analysis_store import StoreLayout, from_seconds
+from pipelines.analysis_store import from_seconds
 from pipelines.ingest.regions import batch_chunks, group_by_chunk, positions_of
 from pipelines.ingest.tasks import ChunkTask, Piece, ScanResult, StoreTarget
 from pipelines.storage import StoredFile
+from pipelines.store_layout import StoreLayout
 from schemas.config import SourceConfig
 
 TASK_BYTES_BUDGET = 256 * 1024 * 1024

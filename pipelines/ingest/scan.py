@@ -13,12 +13,13 @@ import os
 import numpy as np
 import xarray as xr
 
-from pipelines.analysis_store import AnalysisStore, layout_of, to_seconds
+from pipelines.analysis_store import AnalysisStore, to_seconds
 from pipelines.errors import ConflictError, SchemaError, describe
 from pipelines.ingest.decode import load, opened, time_digests
 from pipelines.ingest.regions import positions_of
 from pipelines.ingest.tasks import ScanResult, ScanTask, StoreTarget
 from pipelines.storage import checksum_of
+from pipelines.store_layout import layout_of
 
 log = logging.getLogger(__name__)
 

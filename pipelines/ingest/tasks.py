@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.analysis_store import StoreLayout
 from pipelines.storage import StoredFile
+from pipelines.store_layout import StoreLayout
 from schemas.config import SourceConfig
 
 

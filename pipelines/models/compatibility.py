@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from pipelines.analysis_store import StoreLayout, layout_of
 from pipelines.errors import SchemaError
+from pipelines.store_layout import StoreLayout, layout_of
 from schemas.model_card import ModelCard
 
 _GRID_TOLERANCE = 1e-6

@@ -7,8 +7,11 @@ after its file matches its card (sha256) and ONNX Runtime has loaded it and chec
 against the card. Files are uploaded under ``{root}/.incoming/`` first and moved to their
 final keys inside the transaction that inserts the row, so a failure leaves neither a row nor
 a half-registered version. At most one version of a name is ``promoted``; ``promote`` swaps
-it in one transaction. Retired versions keep their files: past forecasts stay traceable and
-:meth:`ModelRegistry.fetch` can still download them by version.
+it in one transaction, and only after the skill gate passed: the registry reads the skill
+table through its own engine and applies :func:`pipelines.skill_gate.promotion_verdict` itself,
+so no caller can promote an unevaluated or unskilful model. Retired versions keep their files:
+past forecasts stay traceable and :meth:`ModelRegistry.fetch` can still download them by
+version.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +35,8 @@ from pipelines.errors import ClimateError, ModelError, SinkError
 from pipelines.models.artefact_store import CARD_NAME, ONNX_NAME, ArtefactStore
 from pipelines.models.artefacts import file_sha256, load_card, verify_sha256
 from pipelines.models.runtime import ModelRuntime
+from pipelines.skill_gate import DEFAULT_MARGINS, promotion_verdict
+from pipelines.skill_table import SkillTable
 from pipelines.storage import cache_dir, fsspec_options
 from schemas.config import StorageOptions
 from schemas.model_card import ModelCard, card_path_for
@@ -67,9 +72,6 @@ class ModelRecord:
     def card_url(self) -> str:
         """Where the card is stored, beside the ONNX file."""
         return self.artefact_url.rsplit("/", 1)[0] + "/" + CARD_NAME
-
-
-Gate = Callable[[ModelRecord], list[str]]
 
 
 def _record(row: Row[Any]) -> ModelRecord:
@@ -272,21 +274,31 @@ class ModelRegistry:
 
     # -- promote and retire ------------------------------------------------------------------
 
-    def promote(self, name: str, version: str, gate: Gate | None = None) -> ModelRecord:
-        """Make this version the promoted one; the previous one becomes a candidate.
+    def promote(
+        self, name: str, version: str, margins: Mapping[int, float] = DEFAULT_MARGINS
+    ) -> ModelRecord:
+        """Make this version the promoted one, if it passes the skill gate.
+
+        The gate (:func:`pipelines.skill_gate.promotion_verdict`) always applies: it judges the
+        scores of the newest evaluation run of this model file that succeeded in the run
+        ledger and scored no training period of the card. The previous promoted version
+        becomes a candidate.
 
         Parameters
         ----------
         name, version
             A registered, not retired, version.
-        gate
-            Called with the version's record; a non-empty list of problems refuses the
-            promotion and changes nothing (see :func:`pipelines.skill_gate.promotion_gate`).
+        margins
+            Lead time (hours) -> by how much the model's RMSE must beat the better baseline
+            (see :func:`pipelines.skill_gate.gate_problems`). Added to the default bar: they
+            can add lead times or raise a margin, never lower or drop a default one.
 
         Raises
         ------
         ModelError
-            Unknown or retired version, or the gate found problems.
+            Unknown or retired version, or the gate refused it (not evaluated, evaluated only
+            by runs that did not succeed or that scored training data, or not skilful enough);
+            the message lists why, and nothing changed.
         """
         record = self.get(name, version)
         if record.status == "promoted":
@@ -296,8 +308,12 @@ class ModelRegistry:
                 f"{name} {version} is retired and cannot be promoted; register it again under "
                 "a new version if it should serve"
             )
-        problems = gate(record) if gate is not None else []
-        if problems:
+        tightened = {
+            lead: max(DEFAULT_MARGINS.get(lead, 0.0), margins.get(lead, 0.0))
+            for lead in {*DEFAULT_MARGINS, *margins}
+        }  # margins can only add leads or raise the bar, never lower or drop the default one
+        verdict = promotion_verdict(SkillTable(self.engine), record.card, tightened)
+        if verdict.problems:
             current = self.promoted(name)
             stays = (
                 f"{name} {current.version} stays promoted"
@@ -306,7 +322,7 @@ class ModelRegistry:
             )
             raise ModelError(
                 f"{name} {version} was not promoted ({stays}):\n"
-                + "\n".join(f"  - {p}" for p in problems)
+                + "\n".join(f"  - {p}" for p in verdict.problems)
             )
         with transaction(self.engine) as conn:
             # Lock every version of the name so concurrent promotions run one after another.

@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import onnxruntime as ort
+
+try:
+    import onnxruntime as ort
+except ImportError as exc:  # neither extra installed
+    raise ImportError(
+        "ONNX Runtime is not installed: pip install -e '.[cpu]' (or '.[gpu]' for CUDA)"
+    ) from exc
 
 from pipelines.errors import ModelError
 from pipelines.models.artefacts import verify_sha256

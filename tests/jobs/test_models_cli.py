@@ -10,9 +10,8 @@ from typer.testing import CliRunner
 from jobs.common import EXIT_ERROR, EXIT_OK, EXIT_REFUSED
 from jobs.models import app
 from pipelines.db import make_engine
-from pipelines.ledger import RunLedger
-from pipelines.skill_table import SkillTable
-from tests.pipelines.registry_helpers import build_model, passing_rows
+from schemas.model_card import ModelCard
+from tests.pipelines.registry_helpers import build_model, failing_rows, record_evaluation
 
 runner = CliRunner()
 
@@ -29,11 +28,12 @@ def climate(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def record_passing_scores(tmp_path: Path, sha256: str) -> None:
+def record_scores(tmp_path: Path, card: ModelCard, failing: bool = False) -> str:
+    """Record an evaluation run of ``card`` that succeeded (passing scores unless ``failing``)."""
     engine = make_engine(f"sqlite:///{tmp_path / 'climate.db'}")
-    run = RunLedger(engine).start("evaluate", {})
-    SkillTable(engine).record(run, "linear", "v2", sha256, passing_rows())
+    run = record_evaluation(engine, card, failing_rows() if failing else None)
     engine.dispose()
+    return run
 
 
 def test_register_list_show_promote_retire(tmp_path: Path) -> None:
@@ -54,9 +54,16 @@ def test_register_list_show_promote_retire(tmp_path: Path) -> None:
     assert code == EXIT_REFUSED
     assert "not promoted" in output and "run climate evaluate" in output
 
-    record_passing_scores(tmp_path, card.sha256)
+    record_scores(tmp_path, card, failing=True)
+    code, output = climate("promote", "linear", "v2")
+    assert code == EXIT_REFUSED and "lead 3 h" in output
+    code, output = climate("show", "linear", "v2")
+    assert code == EXIT_OK and "fails" in output and "lead 6 h" in output
+
+    run = record_scores(tmp_path, card)
     code, output = climate("show", "linear", "v2")
     assert code == EXIT_OK and "history" in output and "rmse" in output and "passes" in output
+    assert run in output  # the evaluation that counts
     code, output = climate("promote", "linear", "v2")
     assert code == EXIT_OK and "promoted linear v2" in output
     code, output = climate("show", "linear")

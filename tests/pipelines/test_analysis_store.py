@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from pipelines.analysis_store import AnalysisStore, StoreLayout, VariableLayout, from_seconds
+from pipelines.analysis_store import AnalysisStore, from_seconds
 from pipelines.canonical import GridSignature
+from pipelines.store_layout import StoreLayout, VariableLayout
 from schemas.config import ChunkSpec, Compression
 
 LAT, LON = (10.0, 0.0, -10.0), (-180.0, -90.0, 0.0, 90.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, func, insert, inspect, select
 
 import schemas.forecast_tables  # the forecasts table of migration 0003
+import schemas.operations_tables  # verification_scores of migration 0004
 import schemas.registry_tables  # noqa: F401  (the models of migration 0002)
 from pipelines.db import (
     alembic_config,
@@ -28,6 +30,7 @@ from pipelines.db import (
 )
 from pipelines.errors import ConfigError, SinkError
 from schemas.tables import Base, IngestFile, Run
+from tests.helpers.processes import run_module
 
 REPO = Path(__file__).resolve().parents[2]
 CORE_TABLES = {"runs", "ingest_files"}
@@ -198,6 +201,30 @@ def test_unsupported_or_bad_urls_are_config_errors() -> None:
         make_engine("mysql://u:pw@localhost/db")
     with pytest.raises(ConfigError, match="not a database URL"):
         make_engine("not a url")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://admin:hunter2@db.internal:notaport/climate",
+        "postgresql//admin:hunter2@db.internal/climate",
+        "admin:hunter2",
+    ],
+)
+def test_an_unparseable_url_is_reported_without_echoing_it(url: str) -> None:
+    with pytest.raises(ConfigError, match="not a database URL") as info:
+        make_engine(url)
+    assert "hunter2" not in str(info.value)
+    assert info.value.__suppress_context__, "the parser's message (which quotes it) is hidden"
+    assert "hunter2" not in mask_url(url)
+
+
+def test_an_entrypoint_does_not_echo_an_unparseable_url(tmp_path: Path) -> None:
+    env = {**os.environ, "DATABASE_URL": "postgresql://admin:hunter2@db.internal:x/climate"}
+    result = run_module(["jobs.forecast", "--config", "configs/forecast.yaml"], env)
+    assert result.returncode == 2
+    assert "not a database URL" in result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
 
 
 @pytest.mark.db

@@ -14,15 +14,20 @@ from pipelines.errors import ModelError, SinkError
 from pipelines.ledger import RunLedger
 from pipelines.models.artefact_store import CARD_NAME, ONNX_NAME
 from pipelines.models.artefacts import file_sha256
-from pipelines.models.registry import ModelRecord, ModelRegistry
+from pipelines.models.registry import ModelRegistry
 from pipelines.models.runtime import ModelRuntime
-from pipelines.skill_gate import promotion_gate
 from pipelines.skill_table import SkillTable
 from schemas.model_card import card_path_for
 from schemas.registry_tables import RegisteredModel
 from schemas.settings import Settings
 from tests.fixtures.s3 import S3Server
-from tests.pipelines.registry_helpers import build_model, passing_rows, skill_rows
+from tests.pipelines.registry_helpers import (
+    build_model,
+    failing_rows,
+    passing_rows,
+    record_evaluation,
+    skill_rows,
+)
 
 MODELS = RegisteredModel.__table__
 
@@ -98,6 +103,7 @@ def test_round_trip(engine: Engine, root: Root, tmp_path: Path) -> None:
     assert runtime.card.version == "v1"
     assert registry.fetch("linear", "v1")[0] == fetched  # served from the cache
 
+    record_evaluation(engine, card)
     registry.promote("linear", "v1")
     assert registry.fetch("linear")[0] == fetched
 
@@ -149,9 +155,16 @@ def test_unreachable_bucket_registers_nothing(
     assert count_rows(engine) == 0
 
 
+def register_evaluated(registry: ModelRegistry, tmp_path: Path, versions: list[str]) -> None:
+    """Register ``versions`` of ``linear``, each with passing scores of a succeeded run."""
+    for version, a in zip(versions, (0.75, 0.5, 0.25), strict=False):
+        path, card = build_model(tmp_path, version=version, a=a)
+        registry.register(path)
+        record_evaluation(registry.engine, card)
+
+
 def test_promote_demotes_the_previous_version(registry: ModelRegistry, tmp_path: Path) -> None:
-    for version, a in (("v1", 0.75), ("v2", 0.5)):
-        registry.register(build_model(tmp_path, version=version, a=a)[0])
+    register_evaluated(registry, tmp_path, ["v1", "v2"])
     assert registry.promoted("linear") is None
     registry.promote("linear", "v1")
     promoted = registry.promote("linear", "v2")
@@ -164,41 +177,39 @@ def test_promote_demotes_the_previous_version(registry: ModelRegistry, tmp_path:
 def test_refused_promotion_keeps_the_promoted_model(
     registry: ModelRegistry, tmp_path: Path
 ) -> None:
-    for version, a in (("v1", 0.75), ("v2", 0.5)):
-        registry.register(build_model(tmp_path, version=version, a=a)[0])
+    register_evaluated(registry, tmp_path, ["v1"])
+    path, card = build_model(tmp_path, version="v2", a=0.5)
+    registry.register(path)
+    record_evaluation(registry.engine, card, failing_rows())
     registry.promote("linear", "v1")
-    seen: list[ModelRecord] = []
-
-    def gate(record: ModelRecord) -> list[str]:
-        seen.append(record)
-        return ["t2m at lead 3 h: not good enough", "t2m at lead 6 h: not good enough"]
-
     with pytest.raises(ModelError, match=r"linear v1 stays promoted(.|\n)*lead 3 h(.|\n)*lead 6"):
-        registry.promote("linear", "v2", gate=gate)
-    assert [r.version for r in seen] == ["v2"]
+        registry.promote("linear", "v2")
     assert registry.promoted("linear") == registry.get("linear", "v1")
     assert registry.get("linear", "v2").status == "candidate"
 
 
-def test_promotion_gate_reads_the_latest_evaluation(
+def test_promotion_gate_reads_the_latest_succeeded_evaluation(
     engine: Engine, registry: ModelRegistry, tmp_path: Path
 ) -> None:
     record = registry.register(build_model(tmp_path)[0])
-    skill = SkillTable(engine)
-    gate = promotion_gate(skill)
+    skill, runs = SkillTable(engine), RunLedger(engine)
     with pytest.raises(ModelError, match="not evaluated"):
-        registry.promote("linear", "v1", gate=gate)
-    run = RunLedger(engine).start("evaluate", {})
+        registry.promote("linear", "v1")
+    run = runs.start("evaluate", {})
     skill.record(run, "linear", "v1", record.sha256, skill_rows({1: 0.8, 3: 0.8, 6: 0.8}))
+    runs.finish(run, "succeeded")
     with pytest.raises(ModelError, match="not evaluated at lead 12 h"):
-        registry.promote("linear", "v1", gate=gate)
+        registry.promote("linear", "v1")
+    runs.start("evaluate", {}, run_id=run)  # a re-run of the same id replaces its scores
     skill.record(run, "linear", "v1", record.sha256, passing_rows())
-    assert registry.promote("linear", "v1", gate=gate).status == "promoted"
+    with pytest.raises(ModelError, match=f"run {run} does not count(.|\n)*'running'"):
+        registry.promote("linear", "v1")  # not finished yet
+    runs.finish(run, "succeeded")
+    assert registry.promote("linear", "v1").status == "promoted"
 
 
 def test_retire(registry: ModelRegistry, tmp_path: Path) -> None:
-    for version, a in (("v1", 0.75), ("v2", 0.5)):
-        registry.register(build_model(tmp_path, version=version, a=a)[0])
+    register_evaluated(registry, tmp_path, ["v1", "v2"])
     registry.promote("linear", "v1")
     retired = registry.retire("linear", "v2")
     assert retired.status == "retired" and retired.retired_at is not None
@@ -242,8 +253,7 @@ def test_corrupted_artefact_is_detected_on_fetch(
 def test_database_allows_one_promoted_version_per_name(
     registry: ModelRegistry, engine: Engine, tmp_path: Path
 ) -> None:
-    for version, a in (("v1", 0.75), ("v2", 0.5)):
-        registry.register(build_model(tmp_path, version=version, a=a)[0])
+    register_evaluated(registry, tmp_path, ["v1", "v2"])
     registry.promote("linear", "v1")
     with pytest.raises(IntegrityError), engine.begin() as conn:
         conn.execute(update(MODELS).where(MODELS.c.version == "v2").values(status="promoted"))
@@ -268,11 +278,13 @@ def test_unsafe_names_are_refused(registry: ModelRegistry, tmp_path: Path) -> No
 def test_concurrent_registrations_and_promotions(
     registry: ModelRegistry, tmp_path: Path, local_root: Root
 ) -> None:
-    paths = {v: build_model(tmp_path, version=v, a=a)[0] for v, a in (("v1", 0.75), ("v2", 0.5))}
+    built = {v: build_model(tmp_path, version=v, a=a) for v, a in (("v1", 0.75), ("v2", 0.5))}
     with ThreadPoolExecutor(max_workers=4) as pool:
-        records = list(pool.map(lambda v: registry.register(paths[v]), ["v1", "v1", "v2", "v2"]))
+        records = list(pool.map(lambda v: registry.register(built[v][0]), ["v1", "v1", "v2", "v2"]))
     assert len({r.id for r in records}) == 2 and len(registry.list()) == 2
     assert len(local_root.files()) == 4
+    for _, card in built.values():
+        record_evaluation(registry.engine, card)
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(lambda v: registry.promote("linear", v), ["v1", "v2"] * 4))
     statuses = sorted(r.status for r in registry.list())

@@ -98,10 +98,13 @@ def test_record_replaces_a_runs_rows_and_latest_reads_the_newest_run(engine: Eng
     assert table.latest_for(SHA) == []
     table.record(first, "linear", "v1", SHA, skill_rows({1: 0.5, 3: 0.6}))
     table.record(first, "linear", "v1", SHA, skill_rows({1: 0.4}))  # a re-run replaces
+    assert table.latest_for(SHA) == []  # still running: does not count
+    runs.finish(first, "succeeded")
     assert [(r.lead_hours, r.model_value) for r in table.latest_for(SHA)] == [(1, 0.4)]
 
     second = runs.start("evaluate", {})
     table.record(second, "linear", "v1", SHA, passing_rows())
+    runs.finish(second, "succeeded")
     latest = table.latest_for(SHA)
     assert latest == sorted(passing_rows(), key=lambda r: r.lead_hours)
     assert latest[0].period_start == PERIOD[0] and latest[0].period_start.tzinfo is UTC
@@ -109,11 +112,31 @@ def test_record_replaces_a_runs_rows_and_latest_reads_the_newest_run(engine: Eng
     assert table.latest_for("b" * 64) == []
 
 
+def test_latest_skips_runs_that_did_not_succeed(engine: Engine) -> None:
+    runs, table = RunLedger(engine), SkillTable(engine)
+    good = runs.start("evaluate", {})
+    table.record(good, "linear", "v1", SHA, passing_rows())
+    runs.finish(good, "succeeded")
+    for status in ("failed", "partial", None):
+        run = runs.start("evaluate", {})
+        table.record(run, "linear", "v1", SHA, skill_rows({1: 9.0}))
+        if status is not None:
+            runs.finish(run, status, error="boom" if status == "failed" else None)
+    assert table.latest_run_for(SHA) == good
+    assert table.latest_for(SHA) == sorted(passing_rows(), key=lambda r: r.lead_hours)
+    scored = table.scored_runs(SHA)
+    assert [r.status for r in scored] == ["running", "partial", "failed", "succeeded"]
+    assert scored[-1].run_id == good and scored[-1].succeeded
+    assert (scored[0].period_start, scored[0].period_end) == PERIOD
+    assert scored[0].period_start.tzinfo is not None and scored[0].recorded_at.tzinfo is not None
+    assert [r.model_value for r in table.rows_of(scored[0].run_id, SHA)] == [9.0]
+
+
 def test_nan_is_stored_as_undefined(engine: Engine) -> None:
     run = RunLedger(engine).start("evaluate", {})
     rows = skill_rows({1: float("nan")}, metric="acc")
     SkillTable(engine).record(run, "linear", "v1", SHA, rows)
-    assert SkillTable(engine).latest_for(SHA)[0].model_value is None
+    assert SkillTable(engine).rows_of(run, SHA)[0].model_value is None
 
 
 def test_record_needs_a_known_run_and_unique_rows(engine: Engine) -> None:

@@ -6,12 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import psycopg
 import xarray as xr
 from sqlalchemy import Engine, text
 
-from pipelines.analysis_store import AnalysisStore, layout_of
+from pipelines.analysis_store import AnalysisStore
 from pipelines.models.runtime import ModelRuntime
+from pipelines.store_layout import layout_of
 from schemas.config import ChunkSpec, Compression
 from schemas.forecast_config import ForecastConfig
 from schemas.model_card import ModelCard
@@ -153,3 +155,44 @@ def terminate(engine: Engine, application: str) -> int:
             (application,),
         ).fetchall()
     return len(rows)
+
+
+def make_inputs(
+    directory: Path, times: int, n_lat: int, n_lon: int
+) -> tuple[Path, Path, xr.Dataset]:
+    """An analysis store and a model on its grid: (store path, model path, dataset)."""
+    dataset = make_store(directory / "analysis.zarr", times=times, n_lat=n_lat, n_lon=n_lon)
+    model, _ = make_model(directory, dataset)
+    return directory / "analysis.zarr", model, dataset
+
+
+def hourly_config(
+    store: Path, model: Path, out: Path, run_id: str, end: str, lead_step: int
+) -> ForecastConfig:
+    """Hourly initial times from 2020-01-01T06:00Z to ``end``, leads to 24 h, one actor taking
+    one initial time at a time: a run slow enough to be disturbed midway."""
+    return forecast_config(
+        store,
+        model,
+        out,
+        run_id=run_id,
+        init_times={"kind": "range", "start": "2020-01-01T06:00Z", "end": end, "step_hours": 1},
+        lead_times={"max_hours": 24, "step_hours": lead_step},
+        batch_size=1,
+        concurrency=1,
+    )
+
+
+ACTOR_TITLE = "ray::MapWorker(MapBatches(ForecastWorker))"
+
+
+def actor_pids() -> list[int]:
+    """Forecast actors running in this process's local Ray (its raylet is our child)."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if " ".join(proc.cmdline()).startswith(ACTOR_TITLE):
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found

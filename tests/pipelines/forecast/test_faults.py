@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import psutil
 import psycopg
 import pytest
 import xarray as xr
@@ -22,9 +21,9 @@ from pipelines.forecast.store import open_forecast_store
 from schemas.forecast_config import ForecastConfig
 from schemas.settings import Settings
 from tests.pipelines.forecast.helpers import (
-    forecast_config,
-    make_model,
-    make_store,
+    actor_pids,
+    hourly_config,
+    make_inputs,
     psycopg_url,
     run_rows,
     staging_leftovers,
@@ -34,34 +33,16 @@ from tests.pipelines.forecast.helpers import (
 
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.slow]
 N_INITS = 12
-ACTOR_TITLE = "ray::MapWorker(MapBatches(ForecastWorker))"
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, xr.Dataset]:
-    directory = tmp_path_factory.mktemp("faults")
-    dataset = make_store(directory / "analysis.zarr", times=40, n_lat=30, n_lon=45)
-    model, _ = make_model(directory, dataset)
-    return directory / "analysis.zarr", model, dataset
+    return make_inputs(tmp_path_factory.mktemp("faults"), times=40, n_lat=30, n_lon=45)
 
 
 def _config(setup: tuple[Path, Path, xr.Dataset], out: Path, run_id: str) -> ForecastConfig:
     store, model, _ = setup
-    return forecast_config(
-        store,
-        model,
-        out,
-        run_id=run_id,
-        init_times={
-            "kind": "range",
-            "start": "2020-01-01T06:00Z",
-            "end": "2020-01-01T17:00Z",
-            "step_hours": 1,
-        },
-        lead_times={"max_hours": 24, "step_hours": 3},
-        batch_size=1,
-        concurrency=1,
-    )
+    return hourly_config(store, model, out, run_id, end="2020-01-01T17:00Z", lead_step=3)
 
 
 def _settings(engine: Engine) -> Settings:
@@ -70,17 +51,6 @@ def _settings(engine: Engine) -> Settings:
 
 def _chunks_written(out: Path) -> int:
     return len(list(out.glob("runs/*/t2m/*.0.0.0")))
-
-
-def _actor_pids() -> list[int]:
-    found = []
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            if " ".join(proc.cmdline()).startswith(ACTOR_TITLE):
-                found.append(proc.pid)
-        except psutil.Error:
-            continue
-    return found
 
 
 def _disturbed_run(
@@ -116,7 +86,7 @@ def test_killed_actor_is_replaced_and_rows_match(
     def kill_after_first_chunk() -> int | None:
         written = _chunks_written(out)
         if 1 <= written < N_INITS - 2:
-            for pid in _actor_pids():
+            for pid in actor_pids():
                 os.kill(pid, signal.SIGKILL)
                 return pid
         return None

@@ -186,11 +186,13 @@ def test_promoted_model_from_the_registry(
 ) -> None:
     """``model: {name, version: promoted}`` fetches the promoted version, verified, and runs it."""
     from pipelines.models.registry import ModelRegistry
+    from tests.pipelines.registry_helpers import record_evaluation
 
     store, dataset = analysis
     model, card = make_model(tmp_path, dataset)
     registry = ModelRegistry(engine, str(tmp_path / "registry"))
     registry.register(model)
+    record_evaluation(engine, card)  # promotion needs a succeeded evaluation that passes
     registry.promote(card.name, card.version)
     settings = _settings(engine).model_copy(
         update={"model_registry_url": str(tmp_path / "registry")}

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import ray
 import xarray as xr
 import yaml
 from sqlalchemy import Engine
@@ -22,44 +19,23 @@ from pipelines.forecast.runner import run_forecast
 from pipelines.forecast.store import ForecastStore, open_forecast_store
 from schemas.forecast_config import ForecastConfig
 from schemas.settings import Settings
-from tests.pipelines.forecast.helpers import (
-    forecast_config,
-    make_model,
-    make_store,
-    run_rows,
-    staging_leftovers,
-    table_fingerprint,
-)
+from tests.helpers.processes import job_env, start_module
+from tests.pipelines.forecast import helpers
 
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[3]
+LONG = "2020-01-02T11:00Z"  # 30 hourly initial times: long enough to be caught midway
 
 
 @pytest.fixture(scope="module")
 def analysis(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, xr.Dataset]:
-    directory = tmp_path_factory.mktemp("atomic")
-    dataset = make_store(directory / "analysis.zarr", times=60, n_lat=30, n_lon=45)
-    model, _ = make_model(directory, dataset)
-    return directory / "analysis.zarr", model, dataset
+    return helpers.make_inputs(tmp_path_factory.mktemp("atomic"), times=60, n_lat=12, n_lon=18)
 
 
-def _config(analysis: tuple[Path, Path, xr.Dataset], out: Path, run_id: str) -> ForecastConfig:
+def _config(
+    analysis: tuple[Path, Path, xr.Dataset], out: Path, run_id: str, end: str = "2020-01-01T17:00Z"
+) -> ForecastConfig:
     store, model, _ = analysis
-    return forecast_config(
-        store,
-        model,
-        out,
-        run_id=run_id,
-        init_times={
-            "kind": "range",
-            "start": "2020-01-01T06:00Z",
-            "end": "2020-01-02T11:00Z",
-            "step_hours": 1,
-        },
-        lead_times={"max_hours": 24, "step_hours": 1},
-        batch_size=1,
-        concurrency=1,
-    )
+    return helpers.hourly_config(store, model, out, run_id, end=end, lead_step=1)
 
 
 def _settings(engine: Engine) -> Settings:
@@ -67,11 +43,20 @@ def _settings(engine: Engine) -> Settings:
 
 
 def _snapshot(out: Path, engine: Engine, run_id: str) -> tuple[xr.Dataset, list[tuple]]:
-    return open_forecast_store(str(out)).load(), table_fingerprint(engine, run_id)
+    return open_forecast_store(str(out)).load(), helpers.table_fingerprint(engine, run_id)
 
 
 def _attempts(out: Path, run_id: str) -> list[Path]:
     return sorted((out / "runs").glob(f"{run_id}.*"))
+
+
+def _wait_for_orphaned_actors(timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not helpers.actor_pids():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the killed driver's actors still run after {timeout} s")
 
 
 def test_a_run_killed_mid_write_leaves_the_previous_run(
@@ -79,25 +64,15 @@ def test_a_run_killed_mid_write_leaves_the_previous_run(
 ) -> None:
     out = tmp_path / "forecast.zarr"
     settings = _settings(engine)
-    first = run_forecast(_config(analysis, out, "first"), settings, engine)
+    first = run_forecast(_config(analysis, out, "first", LONG), settings, engine)
     before, rows_before = _snapshot(out, engine, "first")
     assert before.attrs["run_id"] == "first" and len(rows_before) == first.rows
 
     config_path = tmp_path / "second.yaml"
-    config_path.write_text(yaml.safe_dump(_config(analysis, out, "second").model_dump(mode="json")))
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
-    }
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "jobs.forecast", "--config", str(config_path)],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,  # its own process group, killed whole below
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    second = _config(analysis, out, "second", LONG)
+    config_path.write_text(yaml.safe_dump(second.model_dump(mode="json")))
+    env = job_env(DATABASE_URL=settings.database_url)
+    driver = start_module(["jobs.forecast", "--config", str(config_path)], env)  # own group
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and driver.poll() is None:
@@ -111,19 +86,22 @@ def test_a_run_killed_mid_write_leaves_the_previous_run(
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
 
+    # Ray ends the dead driver's actors a little later: until then they may still write into
+    # their own attempt's directory and staging rows, never into what readers see.
+    _wait_for_orphaned_actors()
     after, rows_after = _snapshot(out, engine, "first")
     xr.testing.assert_identical(after, before)
     assert rows_after == rows_before
-    assert run_rows(engine, "second") == (0, 0.0)
+    assert helpers.run_rows(engine, "second") == (0, 0.0)
     assert ForecastStore(str(out)).current().run_id == "first"  # type: ignore[union-attr]
 
-    again = run_forecast(_config(analysis, out, "second"), settings, engine)
+    again = run_forecast(second, settings, engine)
     replaced = open_forecast_store(str(out))
     assert replaced.attrs["run_id"] == "second"
-    assert run_rows(engine, "second")[0] == again.rows == first.rows
+    assert helpers.run_rows(engine, "second")[0] == again.rows == first.rows
     np.testing.assert_array_equal(replaced.t2m.values, before.t2m.values)  # same inputs
     assert len(_attempts(out, "second")) == 1, "the killed attempt was not pruned"
-    assert staging_leftovers(engine) == 0
+    assert helpers.staging_leftovers(engine) == 0
 
 
 def test_a_failing_run_keeps_the_previous_run_and_a_rerun_replaces_it(
@@ -131,14 +109,15 @@ def test_a_failing_run_keeps_the_previous_run_and_a_rerun_replaces_it(
 ) -> None:
     out = tmp_path / "forecast.zarr"
     settings = _settings(engine)
-    run_forecast(_config(analysis, out, "kept"), settings, engine)
+    run_forecast(_config(analysis, out, "kept", LONG), settings, engine)
     before, rows_before = _snapshot(out, engine, "kept")
 
     _, model, _ = analysis
     broken = tmp_path / "broken.zarr"
-    make_store(broken, times=60, n_lat=30, n_lon=45)
+    helpers.make_store(broken, times=60, n_lat=12, n_lon=18)
     (broken / "t2m" / "1.0.0").write_bytes(b"not a blosc chunk")
-    doomed = _config((broken, model, before), out, "kept")  # a re-run of the same id fails
+    # a re-run of the same id fails on the second day's inputs, after the first day's writes
+    doomed = _config((broken, model, before), out, "kept", LONG)
     with pytest.raises(StoreError, match="cannot read the inputs"):
         run_forecast(doomed, settings, engine)
     after, rows_after = _snapshot(out, engine, "kept")
@@ -146,7 +125,7 @@ def test_a_failing_run_keeps_the_previous_run_and_a_rerun_replaces_it(
     assert rows_after == rows_before
     assert len(_attempts(out, "kept")) == 1, "the failed attempt's directory is left"
 
-    run_forecast(_config(analysis, out, "kept"), settings, engine)
+    run_forecast(_config(analysis, out, "kept", LONG), settings, engine)
     rerun, rows_rerun = _snapshot(out, engine, "kept")
     assert rows_rerun == rows_before  # replaced, not duplicated
     xr.testing.assert_identical(rerun.drop_attrs(), before.drop_attrs())
