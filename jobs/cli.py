@@ -72,5 +72,19 @@ def evaluate_command(
     raise typer.Exit(evaluate(config, overrides or [], verbose))
 
 
+@app.command("schedule")
+def schedule_command(
+    config: ConfigOption = "configs/nightly.yaml",
+    once: Annotated[
+        bool, typer.Option("--once", help="run the most recent due time (unless it ran) and exit")
+    ] = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Run the nightly job on the cron of the config's schedule: section, one run at a time."""
+    from jobs.schedule import schedule
+
+    raise typer.Exit(schedule(config, once, verbose))
+
+
 def main() -> None:
     app()

@@ -41,8 +41,7 @@ NAMING_CONVENTION: dict[str, str] = {
 RUN_KINDS: frozenset[str] = frozenset(
     {"ingest", "train", "evaluate", "forecast", "nightly", "watch"}
 )
-# missed: a scheduled run that never started (recorded by the scheduler)
-RUN_STATUSES: frozenset[str] = frozenset({"running", "succeeded", "failed", "partial", "missed"})
+RUN_STATUSES: frozenset[str] = frozenset({"running", "succeeded", "failed", "partial"})
 FILE_STATUSES: frozenset[str] = frozenset({"pending", "committed", "failed"})
 
 

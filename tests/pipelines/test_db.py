@@ -13,7 +13,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, func, insert, inspect, select
+from sqlalchemy import Engine, func, insert, inspect, select, text
 
 import schemas.forecast_tables  # the forecasts table of migration 0003
 import schemas.operations_tables  # verification_scores of migration 0004
@@ -97,6 +97,27 @@ def test_downgrade_to_base_then_upgrade(database_url: str) -> None:
         assert not CORE_TABLES & _tables(engine)
         migrate(engine)
         assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()
+
+
+def test_an_upgrade_keeps_the_rows_of_the_earlier_schema(database_url: str) -> None:
+    """A database in use (runs referenced by skill scores) migrates to head with its rows."""
+    from pipelines.ledger import RunLedger
+    from pipelines.skill_table import SkillTable
+    from tests.pipelines.registry_helpers import passing_rows
+
+    engine = make_engine(database_url)
+    try:
+        migrate(engine, "0003_forecasts")
+        run_id = RunLedger(engine).start("evaluate", {})
+        SkillTable(engine).record(run_id, "m", "v", "0" * 64, passing_rows())
+        migrate(engine)
+        assert current_revision(engine) == head_revision()
+        assert "verification_scores" in _tables(engine)
+        assert RunLedger(engine).get(run_id) is not None
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM skill_scores")).scalar_one() > 0
     finally:
         engine.dispose()
 

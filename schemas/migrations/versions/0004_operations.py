@@ -1,4 +1,4 @@
-"""Operations: the ``missed`` run status and the rolling ``verification_scores`` table.
+"""Operations: the rolling ``verification_scores`` table of the nightly job.
 
 Revision ID: 0004_operations
 Revises: 0003_forecasts
@@ -17,23 +17,12 @@ down_revision: str | None = "0003_forecasts"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_OLD_STATUSES = "status IN ('failed', 'partial', 'running', 'succeeded')"
-_NEW_STATUSES = "status IN ('failed', 'missed', 'partial', 'running', 'succeeded')"
-
 
 def _utc() -> sa.DateTime:
     return sa.DateTime(timezone=True)
 
 
-def _run_statuses(check: str) -> None:
-    # SQLite cannot alter a CHECK constraint: batch mode copies the table.
-    with op.batch_alter_table("runs", recreate="auto") as batch:
-        batch.drop_constraint(op.f("ck_runs_status"), type_="check")
-        batch.create_check_constraint(op.f("ck_runs_status"), sa.text(check))
-
-
 def upgrade() -> None:
-    _run_statuses(_NEW_STATUSES)
     op.create_table(
         "verification_scores",
         sa.Column("run_id", sa.String(64), nullable=False),
@@ -67,5 +56,3 @@ def downgrade() -> None:
         op.f("ix_verification_scores_model_sha256_valid_time"), table_name="verification_scores"
     )
     op.drop_table("verification_scores")
-    op.execute(sa.text("DELETE FROM runs WHERE status = 'missed'"))
-    _run_statuses(_OLD_STATUSES)
