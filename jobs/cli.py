@@ -7,9 +7,11 @@ from typing import Annotated
 import typer
 
 from jobs.models import app as models_app
+from jobs.submission import app as jobs_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.add_typer(models_app, name="models")
+app.add_typer(jobs_app, name="jobs")
 
 ConfigOption = Annotated[str, typer.Option("--config", "-c", help="YAML config file")]
 SetOption = Annotated[
@@ -72,6 +74,41 @@ def evaluate_command(
     raise typer.Exit(evaluate(config, overrides or [], verbose))
 
 
+@app.command("submit")
+def submit_command(
+    kind: Annotated[str, typer.Argument(help="ingest | train | predict | evaluate | nightly")],
+    config: Annotated[str, typer.Option("--config", "-c", help="YAML config file")],
+    overrides: SetOption = None,
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="Ray job API; default RAY_ADDRESS or 127.0.0.1:8265"),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="follow the job to its end; exit 0 if it succeeded")
+    ] = False,
+    cpus: Annotated[
+        float | None, typer.Option("--cpus", help="entrypoint CPUs; default from the config")
+    ] = None,
+    gpus: Annotated[
+        float | None, typer.Option("--gpus", help="entrypoint GPUs; default from the config")
+    ] = None,
+    pass_env: Annotated[
+        bool,
+        typer.Option(
+            "--pass-env",
+            help="send DATABASE_URL, MODEL_REGISTRY_URL, S3_ENDPOINT_URL, REDIS_URL to the job "
+            "(secrets then travel in its runtime env)",
+        ),
+    ] = False,
+) -> None:
+    """Submit a job to a Ray cluster (Ray Job Submission API), this directory as working_dir."""
+    from jobs.submission import submit
+
+    raise typer.Exit(
+        submit(kind, config, overrides or [], address, wait, cpus, gpus, pass_env=pass_env)
+    )
+
+
 @app.command("schedule")
 def schedule_command(
     config: ConfigOption = "configs/nightly.yaml",
@@ -84,6 +121,18 @@ def schedule_command(
     from jobs.schedule import schedule
 
     raise typer.Exit(schedule(config, once, verbose))
+
+
+@app.command("watch")
+def watch_command(
+    config: ConfigOption = "configs/watch.yaml",
+    overrides: SetOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Follow a prefix: ingest and forecast each new initial time once, as its files complete."""
+    from jobs.watch import watch
+
+    raise typer.Exit(watch(config, overrides or [], verbose))
 
 
 def main() -> None:

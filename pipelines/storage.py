@@ -144,6 +144,7 @@ def inventory(
     """
     try:
         fs, path = filesystem(pattern, options)
+        fs.invalidate_cache()  # s3fs caches listings: a long-running process must see new files
         if _GLOB_CHARACTERS & set(path):
             matches = sorted(fs.glob(path))
         elif stores or not fs.isdir(path):

@@ -177,3 +177,35 @@ def test_a_killed_run_rerun_gives_the_rows_of_an_undisturbed_one(tmp_path: Path)
         assert RunLedger(engine).get("nightly-2020-01-02").status == "succeeded"  # type: ignore[union-attr]
         engine.dispose()
     assert rows["killed"] == rows["calm"] and rows["calm"]
+
+
+def test_transient_failures_are_retried_with_backoff_then_raised() -> None:
+    from pipelines.errors import ConfigError, SinkError
+    from pipelines.nightly import retrying
+    from schemas.nightly_config import RetryPolicy
+
+    calls: list[int] = []
+    naps: list[float] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise SinkError("database gone for a moment")
+        return "done"
+
+    policy = RetryPolicy(attempts=3, backoff_seconds=0.5)
+    assert retrying("step", policy, flaky, naps.append) == "done"
+    assert naps == [0.5, 1.0]  # exponential backoff
+    calls.clear()
+    with pytest.raises(SinkError):
+        retrying("step", RetryPolicy(attempts=2, backoff_seconds=0), flaky, naps.append)
+    assert len(calls) == 2
+
+    def wrong() -> None:
+        calls.append(1)
+        raise ConfigError("not transient")
+
+    calls.clear()
+    with pytest.raises(ConfigError):
+        retrying("step", policy, wrong, naps.append)
+    assert len(calls) == 1  # not retried
