@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -63,6 +64,21 @@ def run_recorded(runs: RunLedger, run_id: str, work: Callable[[], int]) -> int:
     except BaseException as exc:
         runs.finish(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
+
+
+@contextmanager
+def typer_exit_codes(refused: type[ClimateError]) -> Iterator[None]:
+    """For typer commands: ``refused`` errors exit 1, any other of ours 2, each printed."""
+    import typer
+
+    try:
+        yield
+    except refused as exc:
+        console.print(f"[red]refused:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_REFUSED) from exc
+    except ClimateError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_ERROR) from exc
 
 
 def read_config(model: type[ModelT], path: str | Path, overrides: list[str] | None) -> ModelT:

@@ -6,19 +6,17 @@ connection error. Every error is printed with its fix.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from jobs.common import EXIT_ERROR, EXIT_REFUSED, console, setup_logging
-from pipelines.errors import ClimateError, ModelError
+from jobs.common import setup_logging, typer_exit_codes
+from pipelines.errors import ModelError
 
 if TYPE_CHECKING:  # imported when a command runs: `climate --help` stays fast
     from pipelines.models.registry import ModelRecord, ModelRegistry
@@ -58,26 +56,9 @@ def open_context() -> Context:
     return Context(ModelRegistry.from_settings(engine, settings), SkillTable(engine))
 
 
-@contextmanager
-def _exit_codes() -> Iterator[None]:
-    """Translate errors to exit codes: ModelError -> 1, any other ClimateError -> 2."""
-    try:
-        yield
-    except ModelError as exc:
-        console.print(
-            f"[red]refused:[/red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True
-        )
-        raise typer.Exit(EXIT_REFUSED) from exc
-    except ClimateError as exc:
-        console.print(
-            f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True
-        )
-        raise typer.Exit(EXIT_ERROR) from exc
-
-
 def _run(verbose: bool, work: Callable[[Context], None]) -> None:
     setup_logging(verbose)
-    with _exit_codes():
+    with typer_exit_codes(ModelError):
         work(open_context())
 
 

@@ -22,12 +22,11 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-import yaml
 from rich.markup import escape
 
 from jobs.common import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, console, setup_logging
 from pipelines.errors import ClimateError, ConfigError
-from schemas.config import parse_config
+from schemas.config import parse_config, read_yaml
 from schemas.schedule_config import ScheduleConfig
 
 _EXAMPLE = "schedule: {cron: '30 6 * * *', timezone: Europe/London, catch_up: true}"
@@ -43,11 +42,9 @@ def read_schedule(path: str | Path) -> ScheduleConfig:
     """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the configuration file ({exc.strerror})") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        data = read_yaml(path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     if not isinstance(data, dict) or "schedule" not in data:
         raise ConfigError(f"{path} has no schedule: section; add one, e.g. {_EXAMPLE}")
     try:

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -36,7 +34,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from jobs.cluster import Cluster
-from jobs.common import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, console
+from jobs.common import EXIT_OK, EXIT_REFUSED, console, typer_exit_codes
 from jobs.work import (
     DEFAULT_ADDRESS,
     WorkExistsError,
@@ -44,7 +42,6 @@ from jobs.work import (
     load_work,
     runtime_env,
 )
-from pipelines.errors import ClimateError
 
 if TYPE_CHECKING:  # imported when a command runs: `climate --help` stays fast
     from ray.job_submission import JobDetails
@@ -64,19 +61,6 @@ AddressOption = Annotated[
 
 
 # --- commands ----------------------------------------------------------------------------------
-
-
-@contextmanager
-def _exit_codes() -> Iterator[None]:
-    """Errors to exit codes: the same work refused -> 1, any other of ours -> 2."""
-    try:
-        yield
-    except WorkExistsError as exc:
-        console.print(f"[red]refused:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_REFUSED) from exc
-    except ClimateError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_ERROR) from exc
 
 
 def _write(text: str) -> None:
@@ -134,7 +118,7 @@ def submit(
     """
     root = Path.cwd()
     try:
-        with _exit_codes():
+        with typer_exit_codes(WorkExistsError):
             check_project_root(root)
             work = load_work(kind, config_path, overrides, root, cpus, gpus)
             cluster = Cluster.connect(address)
@@ -201,7 +185,7 @@ def jobs_table(jobs: list[JobDetails], url: str) -> Table:
 @app.command("list")
 def list_command(address: AddressOption = None) -> None:
     """Every job of the cluster: submission id, status, kind, config, start and end."""
-    with _exit_codes():
+    with typer_exit_codes(WorkExistsError):
         cluster = Cluster.connect(address)
         out.print(jobs_table(cluster.jobs(), cluster.url))
 
@@ -209,7 +193,7 @@ def list_command(address: AddressOption = None) -> None:
 @app.command("status")
 def status_command(submission_id: IdArg, address: AddressOption = None) -> None:
     """One job's status, what it runs and when (exit 0 whatever the status)."""
-    with _exit_codes():
+    with typer_exit_codes(WorkExistsError):
         cluster = Cluster.connect(address)
         job = cluster.info(submission_id)
         meta = job.metadata or {}
@@ -240,7 +224,7 @@ def logs_command(
     address: AddressOption = None,
 ) -> None:
     """A job's output (stdout and stderr of its entrypoint)."""
-    with _exit_codes():
+    with typer_exit_codes(WorkExistsError):
         cluster = Cluster.connect(address)
         if follow:
             cluster.follow(submission_id, _write)
@@ -251,7 +235,7 @@ def logs_command(
 @app.command("stop")
 def stop_command(submission_id: IdArg, address: AddressOption = None) -> None:
     """Stop a pending or running job (it ends STOPPED; a retry is the next attempt)."""
-    with _exit_codes():
+    with typer_exit_codes(WorkExistsError):
         cluster = Cluster.connect(address)
         cluster.info(submission_id)
         stopped = cluster.stop(submission_id)

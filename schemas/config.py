@@ -175,17 +175,23 @@ def parse_config(model: type[ModelT], data: Any, origin: str) -> ModelT:
         raise ValueError(format_validation_error(origin, exc)) from exc
 
 
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's content; ValueError naming the file when it cannot be read or parsed."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the configuration file ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({exc})") from exc
+
+
 def load_config(
     model: type[ModelT], path: str | Path, overrides: list[str] | None = None
 ) -> ModelT:
     """Read a YAML file, apply dotted overrides and validate it against ``model``."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read the configuration file ({exc.strerror})") from exc
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({exc})") from exc
+    data = read_yaml(path)
     if isinstance(data, dict):
         data = apply_overrides(data, overrides or [])
     return parse_config(model, data, str(path))
