@@ -72,7 +72,8 @@ def schedule(config_path: str, once: bool = False, verbose: bool = False) -> int
     try:
         from pipelines.db import make_engine, migrate
         from pipelines.ledger import RunLedger
-        from pipelines.schedule import Scheduler, lock_path_for
+        from pipelines.process_lock import lock_path_for
+        from pipelines.schedule import Scheduler
         from schemas.settings import load_settings
 
         config = read_schedule(config_path)

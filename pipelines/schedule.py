@@ -17,7 +17,6 @@ SIGINT stop the scheduler at once: a running child gets SIGTERM (SIGKILL after
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import select
@@ -29,17 +28,14 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from croniter import croniter
-from sqlalchemy import Engine
-
-from pipelines.errors import ClimateError, ConfigError
+from pipelines.cron import CronSchedule
 from pipelines.ledger import RunLedger, RunRecord
+from pipelines.process_lock import hold_lock
 from schemas.schedule_config import ScheduleConfig
 
 logger = logging.getLogger(__name__)
@@ -55,141 +51,6 @@ _MAX_NAP_S = 60.0  # waits are cut into naps so that a wall-clock jump is notice
 _RAN = frozenset({"succeeded", "failed"})
 
 Command = Callable[[datetime], Sequence[str]]
-
-
-class SchedulerBusyError(ClimateError, OSError):
-    """Another scheduler holds the lock."""
-
-
-def _repeats_wall_time(due: datetime) -> bool:
-    """Whether ``due`` is the second occurrence of a local time (the hour the clocks go back)."""
-    return due.replace(fold=0).utcoffset() != due.utcoffset()
-
-
-@dataclass(frozen=True)
-class CronSchedule:
-    """The due times of a cron expression in a time zone.
-
-    Parameters
-    ----------
-    expression
-        croniter syntax; a sixth field is seconds.
-    zone
-        The time zone the fields are read in.
-    """
-
-    expression: str
-    zone: tzinfo
-
-    @classmethod
-    def from_config(cls, config: ScheduleConfig) -> CronSchedule:
-        """The schedule of a ``schedule:`` config section."""
-        return cls(config.cron, config.zone)
-
-    def _iter(self, start: datetime) -> croniter:
-        if start.tzinfo is None:
-            raise ValueError(f"{start.isoformat()} has no time zone; pass an aware datetime")
-        return croniter(self.expression, start.astimezone(self.zone))
-
-    def next_after(self, moment: datetime) -> datetime:
-        """The first due time strictly after ``moment``, aware, in the schedule's zone."""
-        times = self._iter(moment)
-        while True:
-            due: datetime = times.get_next(datetime)
-            if not _repeats_wall_time(due):
-                return due
-
-    def latest_at_or_before(self, moment: datetime) -> datetime:
-        """The last due time at or before ``moment``, aware, in the schedule's zone."""
-        times = self._iter(moment + timedelta(microseconds=1))
-        while True:
-            due: datetime = times.get_prev(datetime)
-            if not _repeats_wall_time(due):
-                return due
-
-    def between(self, after: datetime, until: datetime, limit: int) -> tuple[list[datetime], int]:
-        """The due times in ``(after, until]``, oldest first, at most the newest ``limit``.
-
-        Returns
-        -------
-        tuple[list[datetime], int]
-            The due times, and how many older ones were left out (at least that many: the
-            count stops at ``limit``).
-        """
-        if until <= after:
-            return [], 0
-        found: list[datetime] = []
-        times = self._iter(until + timedelta(microseconds=1))
-        while len(found) < 2 * limit:
-            due: datetime = times.get_prev(datetime)
-            if due <= after:
-                break
-            if not _repeats_wall_time(due):
-                found.append(due)
-        found.reverse()
-        return found[-limit:], max(len(found) - limit, 0)
-
-
-def lock_path_for(engine: Engine, lock_dir: str | Path | None, kind: str = "nightly") -> Path:
-    """Where a scheduler of ``kind`` keeps its lock file.
-
-    Parameters
-    ----------
-    engine
-        The ledger's engine: a SQLite database file's directory holds the lock by default.
-    lock_dir
-        A directory that overrides the default (needed on PostgreSQL, where ``output/``
-        under the working directory is used otherwise).
-    kind
-        The run kind the scheduler records; one lock per kind.
-    """
-    name = f"schedule-{kind}.lock"
-    if lock_dir is not None:
-        return Path(lock_dir) / name
-    database = engine.url.database
-    in_memory = not database or database == ":memory:" or database.startswith("file:")
-    if engine.url.get_backend_name() == "sqlite" and database and not in_memory:
-        return Path(database).parent / name
-    return Path("output") / name
-
-
-@contextmanager
-def hold_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created) with this process's PID in it.
-
-    Raises
-    ------
-    SchedulerBusyError
-        Another process holds it; the message names its PID.
-    ConfigError
-        The lock file cannot be created.
-    """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot create the scheduler lock file {path}: {exc.strerror}; "
-            "set schedule.lock_dir to a writable directory"
-        ) from exc
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise SchedulerBusyError(
-                f"another scheduler (pid {holder}) holds the lock {path}; only one may run "
-                f"at a time: stop it first (kill -TERM {holder})"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 def _close_fds(*fds: int) -> None:

@@ -25,9 +25,11 @@ import yaml
 from pydantic import ValidationError
 
 from jobs.schedule import main as schedule_main
+from pipelines.cron import CronSchedule
 from pipelines.db import make_engine, migrate
 from pipelines.ledger import RunLedger, RunRecord
-from pipelines.schedule import CronSchedule, Scheduler, SchedulerBusyError, hold_lock
+from pipelines.process_lock import SchedulerBusyError, hold_lock
+from pipelines.schedule import Scheduler
 from schemas.schedule_config import ScheduleConfig
 
 ROOT = Path(__file__).resolve().parents[2]
