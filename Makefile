@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 2; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,train,cpu]'
+	URLLIB3_NO_OVERRIDE=1 $(BIN)/python -m pip install --quiet --no-binary urllib3-future -e '.[dev,train,cpu]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -40,7 +40,7 @@ bench-forecast-gpu: $(STAMP)
 # Swap the CPU ONNX Runtime for onnxruntime-gpu (CUDA execution provider) in this venv.
 gpu-env: $(STAMP)
 	$(BIN)/python -m pip uninstall --quiet --yes onnxruntime
-	$(BIN)/python -m pip install --quiet -e '.[dev,train,gpu]'
+	URLLIB3_NO_OVERRIDE=1 $(BIN)/python -m pip install --quiet --no-binary urllib3-future -e '.[dev,train,gpu]'
 
 clean:
 	rm -rf output

@@ -6,11 +6,13 @@ from typing import Annotated
 
 import typer
 
+from jobs.keys import app as keys_app
 from jobs.models import app as models_app
 from jobs.submission import app as jobs_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.add_typer(models_app, name="models")
+app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
 
 ConfigOption = Annotated[str, typer.Option("--config", "-c", help="YAML config file")]

@@ -16,6 +16,7 @@ import os
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
+import schemas.api_tables  # registers api_keys
 import schemas.operations_tables  # registers verification_scores
 import schemas.registry_tables  # registers models and skill_scores
 import schemas.tables  # registers the core tables on Base.metadata

@@ -15,6 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, func, insert, inspect, select, text
 
+import schemas.api_tables  # api_keys of migration 0005
 import schemas.forecast_tables  # the forecasts table of migration 0003
 import schemas.operations_tables  # verification_scores of migration 0004
 import schemas.registry_tables  # noqa: F401  (the models of migration 0002)
