@@ -12,8 +12,8 @@ from jobs.submission import app as jobs_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.add_typer(models_app, name="models")
-app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(keys_app, name="keys")
 
 ConfigOption = Annotated[str, typer.Option("--config", "-c", help="YAML config file")]
 SetOption = Annotated[
@@ -135,6 +135,19 @@ def watch_command(
     from jobs.watch import watch
 
     raise typer.Exit(watch(config, overrides or [], verbose))
+
+
+@app.command("serve")
+def serve_command(
+    config: ConfigOption = "configs/serve.yaml",
+    host: Annotated[str | None, typer.Option("--host", help="overrides http_options.host")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="overrides http_options.port")] = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Serve forecasts and predictions over HTTP (Ray Serve) until SIGTERM or Ctrl-C."""
+    from jobs.serve import serve_forever
+
+    raise typer.Exit(serve_forever(config, host, port, verbose))
 
 
 def main() -> None:

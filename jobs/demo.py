@@ -5,12 +5,20 @@ Uses the model registry the way production does: ingests the bundled ERA5 sample
 version on the held-out last week (skill table in the database, report in
 ``output/reports/evaluate``), promotes it through the registry's skill gate, then forecasts
 with ``{name, version: promoted}`` into ``output/forecast.zarr`` and the ``forecasts`` table.
+Last, it starts the online application (``configs/serve.yaml``) on a free local port, asks it
+one point forecast and one prediction, prints both and shuts Serve down.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import sys
+import urllib.parse
+import urllib.request
+from typing import Any
 
+import numpy as np
 import xarray as xr
 from rich.markup import escape
 
@@ -25,6 +33,10 @@ INGEST_CONFIG = "configs/ingest.yaml"
 EVALUATE_CONFIG = "configs/evaluate.yaml"
 FORECAST_CONFIG = "configs/forecast.yaml"  # model: {name: t2m-resconv, version: promoted}
 SHIPPED_MODEL = "models/t2m-resconv/model.onnx"
+SERVE_CONFIG = "configs/serve.yaml"
+LONDON = {"latitude": 51.5, "longitude": -0.12}
+POINT_QUERY = {**LONDON, "hourly": "temperature_2m", "forecast_hours": 6}
+PREDICT_LEADS = (1, 6, 12)
 
 
 def _show_analysis(url: str) -> None:
@@ -58,6 +70,81 @@ def _registry_step(step: str, name: str, version: str | None = None) -> tuple[st
     return record.name, record.version
 
 
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return json.load(response)
+
+
+def _show_point(url: str) -> None:
+    body = _get(f"{url}/v1/forecast?{urllib.parse.urlencode(POINT_QUERY)}")
+    hourly, units = body["hourly"], body["hourly_units"]
+    values = ", ".join(f"{v:.1f}" for v in hourly["temperature_2m"])
+    console.print(
+        f"GET /v1/forecast London ({body['latitude']}, {body['longitude']}), run "
+        f"{body['run_id']}: temperature_2m [{units['temperature_2m']}] from "
+        f"{hourly['time'][0]}: {values}",
+        highlight=False,
+    )
+
+
+def _show_prediction(url: str, model: str, analysis_url: str) -> None:
+    name, version = model.split(":", 1)
+    card = _get(f"{url}/v1/models/{name}/{version}")["card"]
+    history = card["inputs"]["history"]
+    analysis = xr.open_zarr(analysis_url).t2m.isel(time=slice(-history, None))
+    fields = np.asarray(analysis.values[:, None], dtype=np.float32)  # [history, 1, lat, lon]
+    init = str(analysis.time.values[-1])[:19] + "Z"
+    query = urllib.parse.urlencode(
+        {"init_time": init, "lead_hours": ",".join(map(str, PREDICT_LEADS))}
+    )
+    buffer = io.BytesIO()
+    np.save(buffer, fields)
+    request = urllib.request.Request(
+        f"{url}/v1/predict?{query}",
+        data=buffer.getvalue(),
+        headers={"Content-Type": "application/x-npy"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        out = np.load(io.BytesIO(response.read()))  # [lead, 1, lat, lon]
+        used = response.headers["X-Model"]
+    lat = int(np.abs(np.asarray(card["inputs"]["grid"]["lat"]) - LONDON["latitude"]).argmin())
+    lon = int(np.abs(np.asarray(card["inputs"]["grid"]["lon"]) - LONDON["longitude"]).argmin())
+    leads = ", ".join(
+        f"+{lead} h {out[i, 0, lat, lon] - 273.15:.1f} °C (grid mean {out[i].mean():.1f} K)"
+        for i, lead in enumerate(PREDICT_LEADS)
+    )
+    console.print(
+        f"POST /v1/predict ({used}, .npy {list(fields.shape)} from {init}): London {leads}",
+        highlight=False,
+    )
+
+
+def _serve_step() -> int:
+    """The online application on a free local port: one point query, one prediction."""
+    from jobs.serve import free_port, load_serve_file, quiet_serve_logs, serving, wait_ready
+    from schemas.serve_config import ServeFile
+    from schemas.settings import load_settings
+
+    spec = load_serve_file(SERVE_CONFIG, host="127.0.0.1", port=free_port())
+    data = spec.model_dump()
+    for app in data["applications"]:  # small reservations: the demo's Ray may have few CPUs
+        app["args"]["ingress"]["num_cpus"] = 0.25
+        app["args"]["predictor"]["num_cpus"] = 0.25
+    spec = ServeFile.model_validate(data)
+    joined = load_settings().ray_address is not None
+    quiet_serve_logs()
+    try:
+        with serving(spec, joined) as url:
+            ready = wait_ready(url)
+            console.print(f"serving at {url}: run {ready['run_id']}, model {ready['model']}")
+            _show_point(url)
+            _show_prediction(url, ready["model"], "output/analysis.zarr")
+    except (ClimateError, OSError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
 def main() -> int:
     status = ingest(INGEST_CONFIG, [])
     if status != EXIT_CLEAN:
@@ -79,7 +166,11 @@ def main() -> int:
     if isinstance(promoted, int):
         return promoted
     console.print("\n[bold]forecast[/bold] with the promoted model from the latest analysis times")
-    return predict(FORECAST_CONFIG, [])
+    status = predict(FORECAST_CONFIG, [])
+    if status != EXIT_OK:
+        return status
+    console.print("\n[bold]online[/bold]: the Serve application answers one query of each kind")
+    return _serve_step()
 
 
 if __name__ == "__main__":

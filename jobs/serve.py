@@ -1,0 +1,174 @@
+"""``climate serve --config configs/serve.yaml``: the online application on Ray Serve.
+
+Validates Serve's config file strictly (:class:`~schemas.serve_config.ServeFile`: an unknown
+key anywhere is refused, named, exit 2), starts a local Ray (or joins ``RAY_ADDRESS``), starts
+Serve with the file's ``http_options`` and runs each application through its builder (the
+file's ``import_path``, as ``serve deploy`` does), then blocks until SIGTERM or Ctrl-C and shuts
+Serve down. Joined to a cluster, only this file's applications are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import signal
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.markup import escape
+
+from jobs.common import EXIT_ERROR, EXIT_OK, console, read_config, setup_logging
+from pipelines.errors import ClimateError, ConfigError
+from pipelines.ray_data import ensure_ray
+from schemas.config import RayConfig
+from schemas.serve_config import HttpOptions, ServeApplication, ServeFile
+from schemas.settings import load_settings
+
+log = logging.getLogger(__name__)
+
+
+def load_serve_file(path: str, host: str | None = None, port: int | None = None) -> ServeFile:
+    """The validated config file with ``--host``/``--port`` applied; ConfigError naming keys."""
+    spec = read_config(ServeFile, path, [])
+    changes: dict[str, Any] = {}
+    if host is not None:
+        changes["host"] = host
+    if port is not None:
+        changes["port"] = port
+    if not changes:
+        return spec
+    try:
+        http = HttpOptions.model_validate({**spec.http_options.model_dump(), **changes})
+    except ValueError as exc:
+        raise ConfigError(f"--host/--port: {exc}") from exc
+    return spec.model_copy(update={"http_options": http})
+
+
+def _builder(application: ServeApplication) -> Any:
+    """The application's builder, imported by its import path as Serve's config deploy does."""
+    module, _, attribute = application.import_path.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def base_url(spec: ServeFile, application: ServeApplication | None = None) -> str:
+    """The HTTP address of an application (the first one by default)."""
+    app = application or spec.applications[0]
+    host = spec.http_options.host
+    host = "127.0.0.1" if host in {"0.0.0.0", "::"} else host
+    return f"http://{host}:{spec.http_options.port}{app.route_prefix.rstrip('/')}"
+
+
+def deploy(spec: ServeFile) -> None:
+    """Start Serve with the file's HTTP options and run every application (Ray must be up).
+
+    Raises
+    ------
+    ClimateError
+        An application failed to deploy (its replicas could not start); the reason is kept.
+    """
+    from ray import serve
+
+    serve.start(http_options=spec.http_options.to_ray(), proxy_location=spec.proxy_location)
+    for application in spec.applications:
+        app = _builder(application)(application.args)
+        try:
+            serve.run(app, name=application.name, route_prefix=application.route_prefix)
+        except RuntimeError as exc:
+            raise ClimateError(f"application {application.name} did not start: {exc}") from exc
+
+
+def undeploy(spec: ServeFile, joined: bool) -> None:
+    """Delete this file's applications (joined to a cluster) or shut Serve down (local Ray)."""
+    from ray import serve
+
+    if not joined:
+        serve.shutdown()
+        return
+    for application in spec.applications:
+        serve.delete(application.name)
+
+
+@contextmanager
+def serving(spec: ServeFile, joined: bool = False) -> Iterator[str]:
+    """Deploy the file's applications for the ``with`` block; yields the first one's URL."""
+    try:
+        deploy(spec)
+        yield base_url(spec)
+    finally:
+        undeploy(spec, joined)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, timeout: float = 180.0) -> dict[str, Any]:
+    """Poll ``url/ready`` until it answers 200; its body. ClimateError with the reasons after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/ready", timeout=10) as response:
+                body: dict[str, Any] = json.load(response)
+                return body
+        except urllib.error.HTTPError as exc:
+            last = json.loads(exc.read() or b"{}").get("reason", f"HTTP {exc.code}")
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise ClimateError(f"{url} is not ready after {timeout:.0f} s: {last}")
+
+
+def quiet_serve_logs(verbose: bool = False) -> None:
+    """Serve's own INFO lines (deploy steps) only with ``--verbose``."""
+    import ray.serve  # configures its logger on import: set the level after that
+
+    logging.getLogger(ray.serve.__name__).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _wait_for_stop() -> None:
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def serve_forever(
+    config: str, host: str | None = None, port: int | None = None, verbose: bool = False
+) -> int:
+    """``climate serve``: deploy, block until SIGTERM/Ctrl-C, shut down; the exit status."""
+    setup_logging(verbose)
+    quiet_serve_logs(verbose)
+    try:
+        spec = load_serve_file(config, host, port)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        return EXIT_ERROR
+    settings = load_settings()
+    ensure_ray(RayConfig(), settings)
+    joined = settings.ray_address is not None
+    try:
+        with serving(spec, joined) as url:
+            console.print(f"serving at {url}/ (OpenAPI: {url}/docs); Ctrl-C or SIGTERM stops it")
+            _wait_for_stop()
+            console.print("stopping")
+    except ClimateError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        return EXIT_ERROR
+    return EXIT_OK

@@ -1,0 +1,62 @@
+"""The application's metrics, exported by Ray's metrics agent (Prometheus) as ``climate_serve_*``.
+
+Each replica makes its own :class:`ServeMetrics` (Ray aggregates them by tag); nothing is
+created at import.
+"""
+
+from __future__ import annotations
+
+from ray.util.metrics import Counter, Gauge, Histogram
+
+LATENCY_BOUNDARIES_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
+BATCH_BOUNDARIES = [1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 64.0]
+
+
+class ServeMetrics:
+    """Counters, histograms and gauges of one replica."""
+
+    def __init__(self) -> None:
+        self.requests = Counter(
+            "climate_serve_requests_total",
+            description="HTTP requests answered, by route template and status code.",
+            tag_keys=("route", "status"),
+        )
+        self.latency = Histogram(
+            "climate_serve_request_seconds",
+            description="Time to answer an HTTP request, by route template.",
+            boundaries=LATENCY_BOUNDARIES_S,
+            tag_keys=("route",),
+        )
+        self.batch_size = Histogram(
+            "climate_serve_predict_batch_size",
+            description="Requests stacked into one model rollout.",
+            boundaries=BATCH_BOUNDARIES,
+            tag_keys=("model",),
+        )
+        self.model_loads = Counter(
+            "climate_serve_model_loads_total",
+            description="Model versions loaded by a predictor replica, by outcome (ok, failed).",
+            tag_keys=("model", "outcome"),
+        )
+        self.model_switches = Counter(
+            "climate_serve_default_model_switches_total",
+            description="Attempts to switch the default model after a promotion, by outcome "
+            "(ok, failed: the old default stays).",
+            tag_keys=("model", "outcome"),
+        )
+        self.run_loads = Counter(
+            "climate_serve_forecast_run_loads_total",
+            description="Committed forecast runs loaded by an ingress replica, by outcome "
+            "(ok, failed: the old run stays).",
+            tag_keys=("outcome",),
+        )
+        self.run_served = Gauge(
+            "climate_serve_forecast_run_committed_seconds",
+            description="Commit time (unix seconds) of the forecast run served, by run id; "
+            "0 for a run no longer served.",
+            tag_keys=("run_id",),
+        )
+        self.run_age = Gauge(
+            "climate_serve_forecast_run_age_seconds",
+            description="Seconds since the served forecast run was committed.",
+        )

@@ -1,0 +1,179 @@
+"""What one ingress replica holds: the forecast run, the default model, the registry, the
+predictor's handle, and the background task that keeps the first two current."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+from ray.exceptions import RayError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RayServeException
+from ray.serve.handle import DeploymentHandle
+
+from pipelines.db import make_engine
+from pipelines.errors import ModelError
+from pipelines.models.registry import ModelRecord, ModelRegistry
+from pipelines.storage import fsspec_options
+from schemas.model_source import ModelFile
+from schemas.serve_config import ServeArgs
+from schemas.settings import Settings
+from serve.default_model import DefaultModel, ModelFollower
+from serve.errors import ApiError, remote_reason
+from serve.metrics import ServeMetrics
+from serve.predictor import PredictJob, model_id, split_model_id
+from serve.runs import HeldRun, RunHolder
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """The state behind the routes of one ingress replica.
+
+    Parameters
+    ----------
+    args
+        The application's arguments.
+    settings
+        Database and registry URLs (read when the app was built).
+    predictor
+        Handle to the predictor deployment.
+    """
+
+    def __init__(self, args: ServeArgs, settings: Settings, predictor: DeploymentHandle) -> None:
+        self.args = args
+        self.settings = settings
+        self.predictor = predictor
+        self.metrics = ServeMetrics()
+        options = fsspec_options(args.forecast_store, args.storage, settings)
+        self.runs = RunHolder(args.forecast_store, self.metrics, options or None)
+        self.models = ModelFollower(
+            args.model, self.registry, self._warm, self.metrics, args.refresh_seconds
+        )
+        self._registry: ModelRegistry | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- background ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start following the forecast store and the registry (needs a running event loop)."""
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._every_period(self.runs.refresh), name="follow-runs"),
+            loop.create_task(self._every_period(self.models.refresh), name="follow-models"),
+        ]
+
+    async def _every_period(self, refresh: Callable[[], Awaitable[bool]]) -> None:
+        while True:
+            await refresh()
+            await asyncio.sleep(self.args.refresh_seconds)
+
+    def check_alive(self) -> None:
+        """Raise when a background task stopped (Serve then replaces the replica)."""
+        for task in self._tasks:
+            if task.done():
+                error = None if task.cancelled() else task.exception()
+                raise RuntimeError(f"background task {task.get_name()} stopped: {error!r}")
+
+    def stop(self) -> None:
+        """Cancel the background tasks and close the registry's database connections."""
+        for task in self._tasks:
+            task.cancel()
+        if self._registry is not None:
+            self._registry.engine.dispose()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def readiness(self) -> list[str]:
+        """Why the replica is not ready; [] when it holds a forecast run and a model."""
+        reasons = []
+        if self.runs.current is None:
+            reasons.append(self.runs.problem or "no forecast run loaded")
+        if self.models.current is None:
+            reasons.append(self.models.problem or "no model loaded")
+        return reasons
+
+    def held_run(self) -> HeldRun:
+        """The run a request answers from (taken once per request); 503 when none is held."""
+        held = self.runs.current
+        if held is None:
+            raise ApiError(503, f"no forecast run is served yet: {self.runs.problem}")
+        return held
+
+    def registry(self) -> ModelRegistry:
+        """The registry (made on first use; call from a worker thread)."""
+        if self._registry is None:
+            engine = make_engine(self.settings.database_url)
+            self._registry = ModelRegistry.from_settings(engine, self.settings, self.args.storage)
+        return self._registry
+
+    async def records(self, name: str | None = None) -> list[ModelRecord]:
+        """Registered versions (of ``name``)."""
+        return await asyncio.to_thread(lambda: self.registry().list(name))
+
+    async def record(self, name: str, version: str) -> ModelRecord:
+        """One registered version; 404 when unknown."""
+        try:
+            return await asyncio.to_thread(self.registry().get, name, version)
+        except ModelError as exc:
+            raise ApiError(404, str(exc)) from exc
+
+    # -- models --------------------------------------------------------------------------------
+
+    async def _warm(self, model: str) -> object:
+        response = self.predictor.options(multiplexed_model_id=model).warm.remote()
+        return await response
+
+    def _default(self) -> DefaultModel:
+        current = self.models.current
+        if current is None:
+            raise ApiError(503, f"no model is served yet: {self.models.problem}")
+        return current
+
+    async def choose_model(self, asked: str | None) -> DefaultModel:
+        """The model a request names (``name:version`` or ``name``), or the default.
+
+        Raises
+        ------
+        ApiError
+            404 for a model this application does not serve; 503 before a default is loaded.
+        """
+        if asked is None or not asked.strip():
+            return self._default()
+        asked = asked.strip()
+        current = self.models.current
+        if current is not None and asked in {current.model_id, current.card.name}:
+            return current
+        if isinstance(self.args.model, ModelFile):
+            served = current.model_id if current else "none loaded yet"
+            raise ApiError(404, f"parameter model: {asked} is not served here ({served})")
+        if ":" in asked:
+            name, version = split_model_id(asked)
+            record = await self.record(name, version)
+        else:
+            found = await asyncio.to_thread(lambda: self.registry().promoted(asked))
+            if found is None:
+                raise ApiError(404, f"parameter model: {asked} has no promoted version")
+            record = found
+        if record.status == "retired":
+            raise ApiError(404, f"parameter model: {record.name} {record.version} is retired")
+        return DefaultModel(model_id(record.name, record.version), record.card)
+
+    async def predict(self, model: DefaultModel, job: PredictJob) -> np.ndarray:
+        """The predictor's answer for one job; 503 when the model or the predictor fails."""
+        handle = self.predictor.options(multiplexed_model_id=model.model_id)
+        try:
+            result = await handle.predict.remote(job)
+        except (BackPressureError, DeploymentUnavailableError) as exc:
+            raise ApiError(
+                503, "the predictor is busy; retry shortly", headers={"Retry-After": "1"}
+            ) from exc
+        except ModelError as exc:
+            raise ApiError(
+                503, f"model {model.model_id} cannot be used: {remote_reason(exc)}"
+            ) from exc
+        except (RayError, RayServeException) as exc:
+            log.warning("predictor failed for %s: %s", model.model_id, remote_reason(exc))
+            raise ApiError(503, "the predictor is unavailable; try again shortly") from exc
+        return np.asarray(result)
