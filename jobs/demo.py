@@ -5,8 +5,10 @@ Uses the model registry the way production does: ingests the bundled ERA5 sample
 version on the held-out last week (skill table in the database, report in
 ``output/reports/evaluate``), promotes it through the registry's skill gate, then forecasts
 with ``{name, version: promoted}`` into ``output/forecast.zarr`` and the ``forecasts`` table.
-Last, it starts the online application (``configs/serve.yaml``) on a free local port, asks it
-one point forecast and one prediction, prints both and shuts Serve down.
+Last, it starts the online application (``configs/serve.yaml``, API keys required) on a free
+local port, creates an API key for itself, asks one point forecast (key in the ``apikey`` query
+parameter) and one prediction (``Authorization: Bearer``), prints both, revokes the key and
+shuts Serve down.
 """
 
 from __future__ import annotations
@@ -70,13 +72,19 @@ def _registry_step(step: str, name: str, version: str | None = None) -> tuple[st
     return record.name, record.version
 
 
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=60) as response:
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> Any:
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=60) as response:
         return json.load(response)
 
 
-def _show_point(url: str) -> None:
-    body = _get(f"{url}/v1/forecast?{urllib.parse.urlencode(POINT_QUERY)}")
+def _show_point(url: str, key: str) -> None:
+    query = urllib.parse.urlencode({**POINT_QUERY, "apikey": key})  # as Open-Meteo clients do
+    body = _get(f"{url}/v1/forecast?{query}")
     hourly, units = body["hourly"], body["hourly_units"]
     values = ", ".join(f"{v:.1f}" for v in hourly["temperature_2m"])
     console.print(
@@ -87,9 +95,9 @@ def _show_point(url: str) -> None:
     )
 
 
-def _show_prediction(url: str, model: str, analysis_url: str) -> None:
+def _show_prediction(url: str, key: str, model: str, analysis_url: str) -> None:
     name, version = model.split(":", 1)
-    card = _get(f"{url}/v1/models/{name}/{version}")["card"]
+    card = _get(f"{url}/v1/models/{name}/{version}", _bearer(key))["card"]
     history = card["inputs"]["history"]
     analysis = xr.open_zarr(analysis_url).t2m.isel(time=slice(-history, None))
     fields = np.asarray(analysis.values[:, None], dtype=np.float32)  # [history, 1, lat, lon]
@@ -102,7 +110,7 @@ def _show_prediction(url: str, model: str, analysis_url: str) -> None:
     request = urllib.request.Request(
         f"{url}/v1/predict?{query}",
         data=buffer.getvalue(),
-        headers={"Content-Type": "application/x-npy"},
+        headers={"Content-Type": "application/x-npy", **_bearer(key)},
     )
     with urllib.request.urlopen(request, timeout=120) as response:
         out = np.load(io.BytesIO(response.read()))  # [lead, 1, lat, lon]
@@ -120,7 +128,9 @@ def _show_prediction(url: str, model: str, analysis_url: str) -> None:
 
 
 def _serve_step() -> int:
-    """The online application on a free local port: one point query, one prediction."""
+    """The online application on a free local port: one point query, one prediction, each
+    with an API key made for the demo and revoked afterwards."""
+    from jobs.keys import open_keys
     from jobs.serve import free_port, load_serve_file, quiet_serve_logs, serving, wait_ready
     from schemas.serve_config import ServeFile
     from schemas.settings import load_settings
@@ -134,11 +144,17 @@ def _serve_step() -> int:
     joined = load_settings().ray_address is not None
     quiet_serve_logs()
     try:
-        with serving(spec, joined) as url:
-            ready = wait_ready(url)
-            console.print(f"serving at {url}: run {ready['run_id']}, model {ready['model']}")
-            _show_point(url)
-            _show_prediction(url, ready["model"], "output/analysis.zarr")
+        keys = open_keys()
+        record, key = keys.create("make-demo")
+        console.print(f"API key {record.key_id} created for the demo (revoked at its end)")
+        try:
+            with serving(spec, joined) as url:
+                ready = wait_ready(url)
+                console.print(f"serving at {url}: run {ready['run_id']}, model {ready['model']}")
+                _show_point(url, key)
+                _show_prediction(url, key, ready["model"], "output/analysis.zarr")
+        finally:
+            keys.revoke(record.key_id)
     except (ClimateError, OSError, ValueError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         return EXIT_ERROR

@@ -240,6 +240,8 @@ class ApiKeys:
         # key_id -> (row, monotonic time it was read)
         self._cache: OrderedDict[str, tuple[_Stored, float]] = OrderedDict()
         self._lock = threading.Lock()
+        self.database_down = False
+        """Whether the last database read of :meth:`verify` failed (cached rows stand in)."""
 
     # -- administration -------------------------------------------------------------------
 
@@ -411,6 +413,7 @@ class ApiKeys:
         try:
             stored = self._read(key_id)
         except SinkError as exc:
+            self.database_down = True
             stale = self._cached(key_id, self.max_stale_s) if self.max_stale_s > 0 else None
             if stale is not None:
                 logger.debug("API key %s: database unreachable, using its cached row", key_id)
@@ -419,6 +422,7 @@ class ApiKeys:
                 f"cannot check API key {key_id}: {exc} (keys this process verified in the "
                 f"last {self.max_stale_s:g} s keep working until the database is back)"
             ) from exc
+        self.database_down = False
         if stored is not None:
             self._remember(stored)
         return stored

@@ -67,6 +67,9 @@ class DeploymentOptions(StrictModel):
     max_queued_requests: int = Field(
         default=-1, ge=-1, description="requests queued per caller before 503; -1: no limit"
     )
+    retry_after_s: float = Field(
+        default=1.0, ge=0, le=3600, description="Retry-After of the 503 beyond the queue"
+    )
     num_cpus: float = Field(default=1.0, ge=0, description="logical CPUs reserved per replica")
 
     def ray_options(self) -> dict[str, Any]:
@@ -75,6 +78,7 @@ class DeploymentOptions(StrictModel):
             "autoscaling_config": self.autoscaling.to_ray(),
             "max_ongoing_requests": self.max_ongoing_requests,
             "max_queued_requests": self.max_queued_requests,
+            "backpressure_config": {"status_code": 503, "retry_after_s": self.retry_after_s},
             "ray_actor_options": {"num_cpus": self.num_cpus},
         }
 
@@ -135,11 +139,45 @@ class Limits(StrictModel):
         )
 
 
+class AuthOptions(StrictModel):
+    """API keys and per-key rate limits of the ``/v1`` routes (:mod:`serve.security`)."""
+
+    required: bool = Field(
+        default=True,
+        description="every /v1 request needs an API key; false (an open API) only where "
+        "written out, for local demos and tests",
+    )
+    default_rate_per_minute: int = Field(
+        default=60, ge=1, description="requests per minute of a key without its own rate"
+    )
+    key_cache_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="a verified key is trusted this long without asking the database; a "
+        "revocation takes effect on every replica within it",
+    )
+    key_stale_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="while the database is unreachable, keys a replica verified within this "
+        "many seconds keep working",
+    )
+    redis_retry_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="after a Redis failure, limits are kept per replica this long before "
+        "Redis is tried again",
+    )
+
+
 class ServeArgs(StrictModel):
     """Arguments of ``serve.app:build_app``: what the online application serves and how.
 
-    URLs of the database and the model registry come from the environment (``DATABASE_URL``,
-    ``MODEL_REGISTRY_URL``), read when the application is built.
+    URLs of the database, the model registry and Redis come from the environment
+    (``DATABASE_URL``, ``MODEL_REGISTRY_URL``, ``REDIS_URL``), read when the application is
+    built.
     """
 
     forecast_store: str = Field(description="forecast store URL, as output.zarr.url of predict")
@@ -156,6 +194,7 @@ class ServeArgs(StrictModel):
         description="how often replicas look for a newer forecast run and promoted model",
     )
     limits: Limits = Limits()
+    auth: AuthOptions = AuthOptions()
     storage: StorageOptions = StorageOptions()
     ingress: IngressOptions = IngressOptions()
     predictor: PredictorOptions = PredictorOptions()

@@ -27,8 +27,9 @@ def build_app(args: ServeArgs | dict[str, Any]) -> serve.Application:
     ----------
     args
         :class:`~schemas.serve_config.ServeArgs`, or a dict of them (validated here, so bad
-        arguments fail at deploy time naming the key). ``DATABASE_URL`` and
-        ``MODEL_REGISTRY_URL`` are read from the environment now.
+        arguments fail at deploy time naming the key). ``DATABASE_URL`` (models and API
+        keys), ``MODEL_REGISTRY_URL`` and ``REDIS_URL`` (rate limits) are read from the
+        environment now.
 
     Returns
     -------

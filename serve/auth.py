@@ -161,6 +161,11 @@ class Guard:
         self.limiter = limiter
         self._database_down = False  # warn once per database outage, not once per request
 
+    @property
+    def database_down(self) -> bool:
+        """Whether the key store's last database read failed (cached keys stand in)."""
+        return self.keys.database_down
+
     def check(
         self, query_params: Mapping[str, str], headers: Mapping[str, str]
     ) -> Allowed | Refused:
@@ -192,7 +197,7 @@ class Guard:
             self._database_down = True
             logger.log(level, "%s", exc)
             return Refused(503, UNAVAILABLE, {"Retry-After": str(UNAVAILABLE_RETRY_S)})
-        if self._database_down:
+        if self._database_down and not self.keys.database_down:  # not a cached row standing in
             self._database_down = False
             logger.warning("API keys can be checked in the database again")
         decision = self.limiter.check(record.key_id, record.rate_per_minute)

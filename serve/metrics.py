@@ -56,6 +56,11 @@ class ServeMetrics:
             "0 for a run no longer served.",
             tag_keys=("run_id",),
         )
+        self.rate_limit_degraded = Counter(
+            "climate_serve_rate_limit_degraded_total",
+            description="Redis outages a replica met: its rate limits were then decided "
+            "in-process (per replica) until Redis answered again.",
+        )
         self.run_age = Gauge(
             "climate_serve_forecast_run_age_seconds",
             description="Seconds since the served forecast run was committed.",

@@ -1,4 +1,5 @@
-"""The outermost layer of the API: counts and times every request, and turns an unexpected
+"""The outermost layer of the API: counts and times every request, adds the headers a
+dependency left for the response (:func:`add_response_headers`), and turns an unexpected
 exception into a 500 with a generic reason (the trace goes to the log, never to the caller)."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import logging
 import time
 from typing import Any
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve.errors import error_body
@@ -15,6 +17,31 @@ from serve.metrics import ServeMetrics
 
 log = logging.getLogger(__name__)
 INTERNAL_REASON = "internal error; the server logged it"
+_HEADERS_STATE = "climate_response_headers"
+
+
+def add_response_headers(request: Request, headers: dict[str, str]) -> None:
+    """Headers for the response to ``request``, whatever response the route returns.
+
+    FastAPI merges a dependency's ``Response`` headers only into responses it builds itself,
+    not into a ``Response`` a route returns; these are added by :class:`ObservedApp`.
+    """
+    state: dict[str, Any] = request.scope.setdefault("state", {})  # what request.state holds
+    pending: dict[str, str] = state.setdefault(_HEADERS_STATE, {})
+    pending.update(headers)
+
+
+def _with_pending_headers(scope: Scope, message: Message) -> Message:
+    pending = (scope.get("state") or {}).get(_HEADERS_STATE)
+    if not pending:
+        return message
+    present = {name.lower() for name, _ in message.get("headers", [])}
+    extra = [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in pending.items()
+        if name.lower().encode("latin-1") not in present
+    ]
+    return {**message, "headers": [*message.get("headers", []), *extra]}
 
 
 def route_of(scope: Scope) -> str:
@@ -42,6 +69,7 @@ class ObservedApp:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 status["sent"] = True
+                message = _with_pending_headers(scope, message)
             await send(message)
 
         try:

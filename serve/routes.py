@@ -4,6 +4,11 @@ document at ``/openapi.json`` (browsable at ``/docs``).
 Routes are thin: they take the replica's state once per request from :class:`Service`, call the
 point-forecast functions (:mod:`serve.openmeteo`) or the predictor, and answer. Every refusal
 is ``{"error": true, "reason": ...}`` (see :mod:`serve.errors`).
+
+With ``auth.required`` every ``/v1`` route first checks the API key (:mod:`serve.security`);
+``/health``, ``/ready``, ``/openapi.json`` and ``/docs`` stay open. ``/ready`` answers 503 only
+while the replica holds no forecast run or no model; a database or Redis outage leaves it 200
+and is listed in its ``warnings`` (verified keys and point answers keep working from memory).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import asyncio
 import time
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from pipelines.models.registry import ModelRecord
@@ -34,6 +39,7 @@ from serve.predict_io import (
 )
 from serve.predict_request import PredictMeta, make_job, parse_init_time, parse_meta, valid_times
 from serve.runs import HeldRun
+from serve.security import key_dependency
 from serve.service import Service
 
 API_VERSION = "1"
@@ -42,32 +48,58 @@ ERROR_SCHEMA = {
     "type": "object",
     "properties": {"error": {"type": "boolean"}, "reason": {"type": "string"}},
 }
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"description": text, "content": {JSON: {"schema": ERROR_SCHEMA}}}
-    for code, text in {
+
+
+def _errors(texts: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    return {
+        code: {"description": text, "content": {JSON: {"schema": ERROR_SCHEMA}}}
+        for code, text in texts.items()
+    }
+
+
+ERRORS = _errors(
+    {
         400: "a parameter is invalid (named in the reason)",
         404: "no such model",
         413: "the body is larger than the configured limit",
-        503: "not ready, or the model cannot be used",
-    }.items()
-}
+        503: "not ready, the model cannot be used, the service is overloaded or the API key "
+        "cannot be checked now (Retry-After)",
+    }
+)
+KEY_ERRORS = _errors(
+    {
+        401: "no API key, or one that is malformed or unknown",
+        403: "the API key was revoked",
+        429: "the API key's rate limit is exceeded (Retry-After)",
+    }
+)
 
 
-def _query(name: str, description: str, required: bool = False) -> dict[str, Any]:
-    return {
+def _query(
+    name: str, description: str, required: bool = False, example: str | None = None
+) -> dict[str, Any]:
+    parameter: dict[str, Any] = {
         "name": name,
         "in": "query",
         "required": required,
         "description": description,
         "schema": {"type": "string"},
     }
+    if example is not None:
+        parameter["example"] = example
+    return parameter
 
 
 FORECAST_PARAMETERS = [
-    _query("latitude", "degrees north; a comma list for several points", True),
-    _query("longitude", "degrees east; one per latitude", True),
-    _query("hourly", "variables: temperature_2m, pressure_msl, t2m, temperature_850hPa...", True),
-    _query("forecast_hours", "lead times of at most this many hours"),
+    _query("latitude", "degrees north; a comma list for several points", True, "51.5"),
+    _query("longitude", "degrees east; one per latitude", True, "-0.1"),
+    _query(
+        "hourly",
+        "variables: temperature_2m, pressure_msl, t2m, temperature_850hPa...",
+        True,
+        "temperature_2m",
+    ),
+    _query("forecast_hours", "lead times of at most this many hours", example="6"),
     _query("temperature_unit", "celsius (default), fahrenheit or kelvin"),
     _query("timeformat", "iso8601 (default) or unixtime"),
     _query("timezone", "IANA name or GMT"),
@@ -166,13 +198,23 @@ def build_api(service: Service) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(ObservedApp, metrics=service.metrics)
-    v1 = APIRouter(prefix="/v1", responses=ERRORS)
+    guard = service.guard
+    v1 = APIRouter(
+        prefix="/v1",
+        responses=ERRORS if guard is None else ERRORS | KEY_ERRORS,
+        dependencies=[] if guard is None else [Depends(key_dependency(guard))],
+    )
 
     @app.get("/health", summary="the process answers")
     async def health() -> dict[str, bool]:
         return {"alive": True}
 
-    @app.get("/ready", summary="a model is loaded and a forecast run is held", responses=ERRORS)
+    @app.get(
+        "/ready",
+        summary="a model is loaded and a forecast run is held (database or Redis outages are "
+        "warnings, not unreadiness)",
+        responses=ERRORS,
+    )
     async def ready() -> dict[str, Any]:
         reasons = service.readiness()
         if reasons:
@@ -187,7 +229,8 @@ def build_api(service: Service) -> FastAPI:
             "run_committed_at": held.committed_at.isoformat(),
             "run_age_seconds": round(held.age_seconds, 3),
             "model": model.model_id,
-            "warnings": [w for w in (service.runs.problem, service.models.problem) if w],
+            "replica": service.replica,
+            "warnings": service.warnings(),
         }
 
     @v1.get(

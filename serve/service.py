@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 
 import numpy as np
+from ray import serve
 from ray.exceptions import RayError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RayServeException
 from ray.serve.handle import DeploymentHandle
@@ -24,8 +26,17 @@ from serve.errors import ApiError, remote_reason
 from serve.metrics import ServeMetrics
 from serve.predictor import PredictJob, model_id, split_model_id
 from serve.runs import HeldRun, RunHolder
+from serve.security import build_guard, guard_warnings
 
 log = logging.getLogger(__name__)
+
+
+def _replica_id() -> str | None:
+    """This replica's id as Serve names it (``None`` outside a replica)."""
+    try:
+        return str(serve.get_replica_context().replica_id.unique_id)
+    except RayServeException:
+        return None
 
 
 class Service:
@@ -46,6 +57,8 @@ class Service:
         self.settings = settings
         self.predictor = predictor
         self.metrics = ServeMetrics()
+        self.guard = build_guard(args.auth, settings, self.metrics)
+        self.replica = _replica_id()
         options = fsspec_options(args.forecast_store, args.storage, settings)
         self.runs = RunHolder(args.forecast_store, self.metrics, options or None)
         self.models = ModelFollower(
@@ -77,11 +90,13 @@ class Service:
                 raise RuntimeError(f"background task {task.get_name()} stopped: {error!r}")
 
     def stop(self) -> None:
-        """Cancel the background tasks and close the registry's database connections."""
+        """Cancel the background tasks and close the database connections."""
         for task in self._tasks:
             task.cancel()
         if self._registry is not None:
             self._registry.engine.dispose()
+        if self.guard is not None:
+            self.guard.keys.engine.dispose()
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -93,6 +108,11 @@ class Service:
         if self.models.current is None:
             reasons.append(self.models.problem or "no model loaded")
         return reasons
+
+    def warnings(self) -> list[str]:
+        """What works in a degraded way (an old run or model kept, the database or Redis out)."""
+        problems = [w for w in (self.runs.problem, self.models.problem) if w]
+        return problems + guard_warnings(self.guard)
 
     def held_run(self) -> HeldRun:
         """The run a request answers from (taken once per request); 503 when none is held."""
@@ -166,8 +186,11 @@ class Service:
         try:
             result = await handle.predict.remote(job)
         except (BackPressureError, DeploymentUnavailableError) as exc:
+            wait = getattr(exc, "retry_after_s", None) or 1
             raise ApiError(
-                503, "the predictor is busy; retry shortly", headers={"Retry-After": "1"}
+                503,
+                "the predictor is busy; retry shortly",
+                headers={"Retry-After": str(math.ceil(wait))},
             ) from exc
         except ModelError as exc:
             raise ApiError(

@@ -79,15 +79,7 @@ class Deployed:
         content_type: str | None = None,
         timeout: float = 60,
     ) -> Answer:
-        query = f"?{urllib.parse.urlencode(params, doseq=True)}" if params else ""
-        request = urllib.request.Request(f"{self.url}{path}{query}", data=data, method=method)
-        if content_type:
-            request.add_header("Content-Type", content_type)
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return Answer(response.status, _lower(response.headers), response.read())
-        except urllib.error.HTTPError as exc:
-            return Answer(exc.code, _lower(exc.headers), exc.read())
+        return http(self.url, method, path, params, data, content_type, timeout=timeout)
 
     def get(self, path: str, **params: Any) -> Answer:
         return self.request("GET", path, params or None)
@@ -140,6 +132,44 @@ class Deployed:
         return run_id
 
 
+def http(
+    url: str,
+    method: str,
+    path: str,
+    params: dict[str, Any] | None = None,
+    data: bytes | Iterable[bytes] | None = None,
+    content_type: str | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> Answer:
+    """One HTTP request to ``url + path``; any status is an :class:`Answer`."""
+    query = f"?{urllib.parse.urlencode(params, doseq=True)}" if params else ""
+    request = urllib.request.Request(f"{url}{path}{query}", data=data, method=method)
+    if content_type:
+        request.add_header("Content-Type", content_type)
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return Answer(response.status, _lower(response.headers), response.read())
+    except urllib.error.HTTPError as exc:
+        return Answer(exc.code, _lower(exc.headers), exc.read())
+
+
+def deploy_app(
+    args: dict[str, Any], env: dict[str, str], name: str, route_prefix: str = "/"
+) -> None:
+    """Build the application with ``env`` as its environment (only these of
+    ``DATABASE_URL``, ``MODEL_REGISTRY_URL``, ``REDIS_URL`` set) and run it on Serve."""
+    with pytest.MonkeyPatch.context() as patch:  # what build_app reads from the environment
+        for variable in ("DATABASE_URL", "MODEL_REGISTRY_URL", "REDIS_URL"):
+            patch.delenv(variable, raising=False)
+        for variable, value in env.items():
+            patch.setenv(variable, value)
+        application = build_app(args)
+    serve.run(application, name=name, route_prefix=route_prefix)
+
+
 @pytest.fixture(scope="module")
 def deployed(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     """The application on a free port, its registry holding one promoted model, no run yet."""
@@ -167,6 +197,7 @@ def deployed(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "device": "cpu",
         "refresh_seconds": REFRESH,
         "limits": {"max_body_bytes": BODY_LIMIT, "max_predict_lead_hours": 48},
+        "auth": {"required": False},  # keys are tested in test_security.py
         "ingress": {"num_cpus": 0.1, "max_ongoing_requests": 32},
         "predictor": {
             "num_cpus": 0.1,
@@ -177,12 +208,9 @@ def deployed(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Ite
     }
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    with pytest.MonkeyPatch.context() as patch:  # what build_app reads from the environment
-        patch.setenv("DATABASE_URL", database_url)
-        patch.setenv("MODEL_REGISTRY_URL", settings.model_registry_url)
-        application = build_app(args)
+    env = {"DATABASE_URL": database_url, "MODEL_REGISTRY_URL": settings.model_registry_url}
     try:
-        serve.run(application, name="climate-test", route_prefix="/")
+        deploy_app(args, env, "climate-test")
         app.url = f"http://127.0.0.1:{port}"
         yield app
     finally:
