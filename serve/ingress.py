@@ -2,7 +2,8 @@
 
 The FastAPI application is built per replica, after the constructor (``serve.ingress()`` with
 ``__serve_build_asgi_app__``), so its routes close over this replica's :class:`Service`: the
-forecast run held in memory and the default model, both kept current by background tasks.
+forecast run held in memory (loaded before the replica takes its first request) and the default
+model, both kept current by background tasks.
 """
 
 from __future__ import annotations
@@ -32,8 +33,14 @@ class Ingress:
         Handle to the predictor deployment.
     """
 
-    def __init__(self, args: ServeArgs, settings: Settings, predictor: DeploymentHandle) -> None:
+    async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
+        self, args: ServeArgs, settings: Settings, predictor: DeploymentHandle
+    ) -> None:
         self.service = Service(args, settings, predictor)
+        # The first look at the forecast store happens before Serve routes any request here, so
+        # a replica that replaces a dead one (or scales out) answers from the run at once
+        # instead of 503 while it loads; with no run committed yet it starts not ready.
+        await self.service.runs.refresh()
         self.service.start()
 
     def __serve_build_asgi_app__(self) -> FastAPI:

@@ -187,10 +187,10 @@ def interpolate(
     Bilinear weighs the four surrounding grid points (exactly a grid value on a grid point;
     a NaN neighbour with a non-zero weight gives NaN); nearest takes the closest grid point.
     """
-    values = run.fields[name][leads]
+    field = run.fields[name]  # [lead, lat, lon]: index points, never copy the whole field
     if method == "nearest":
         i, j = _nearest(run.lat, lat, False), _nearest(run.lon, lon, run.global_lon)
-        return values[:, i, j].copy(), float(run.lat[i]), float(run.lon[j])
+        return field[leads, i, j].copy(), float(run.lat[i]), float(run.lon[j])
     # Latitude descends: bracket on the negated (ascending) axis.
     i0, i1, wy = _bracket(-run.lat, -lat, False)
     j0, j1, wx = _bracket(run.lon, lon, run.global_lon)
@@ -202,7 +202,7 @@ def interpolate(
         (i1, j1, wy * wx),
     ):
         if weight > 0:
-            total += weight * values[:, i, j].astype(np.float64)
+            total += weight * field[leads, i, j].astype(np.float64)
     return total.astype(np.float32), lat, lon
 
 
