@@ -39,6 +39,8 @@ from typing import Any
 
 import psutil
 
+from tests.helpers.ray_head import end_processes
+
 ROOT = Path(__file__).resolve().parents[1]
 APP_NAME = "climate"
 
@@ -259,15 +261,7 @@ class ServeHost:
                 self.proc.stdin.flush()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=60)
-        leftovers = self.processes()
-        for proc in leftovers:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.terminate()
-        _, alive = psutil.wait_procs(leftovers, timeout=5)
-        for proc in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.kill()
-        psutil.wait_procs(alive, timeout=5)
+        end_processes(self.processes())
         if self.proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=5)

@@ -30,6 +30,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def end_processes(procs: list[psutil.Process], grace_s: float = 5) -> None:
+    """SIGTERM these processes, then SIGKILL those still alive after ``grace_s``."""
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=grace_s)
+
+
 class LocalHead:
     """A Ray head started with ``ray start --head`` on free ports and its own temp dir, so that
     it shares nothing with another Ray on the machine, and stopped by killing exactly the
@@ -116,15 +128,7 @@ class LocalHead:
 
     def stop(self) -> None:
         """Kill the head's processes (TERM, then KILL after 5 s) and remove its temp dir."""
-        procs = self.processes()
-        for proc in procs:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.terminate()
-        _, alive = psutil.wait_procs(procs, timeout=5)
-        for proc in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.kill()
-        psutil.wait_procs(alive, timeout=5)
+        end_processes(self.processes())
         if self.temp_dir:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
 
