@@ -34,6 +34,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -521,3 +522,22 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def save_results(name: str, args: object, results: dict[str, dict[Any, Any]], **extra: Any) -> Path:
+    """Write a bench's load results (one ``LoadResult`` per side and key) to bench/results/."""
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = out / f"{name}-{stamp}.json"
+    payload = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "cpus": os.cpu_count(),
+        "results": {
+            side: {key: {**asdict(r), "rps": r.rps} for key, r in by_key.items()}
+            for side, by_key in results.items()
+        },
+        **extra,
+    }
+    path.write_text(json.dumps(payload, indent=1))
+    return path

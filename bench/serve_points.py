@@ -40,8 +40,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +51,7 @@ from bench.serve_common import (
     free_port,
     load_tool,
     run_load,
+    save_results,
     wait_http,
     with_auth_off,
 )
@@ -235,24 +234,7 @@ def _report(
         f"(bar >= {BAR_RATIO}); p50 c=1 {best[1].p50_ms:.2f} ms (bar < {BAR_P50_MS} ms); "
         f"errors {errors}; answers equal {same}: {'PASS' if ok else 'FAIL'}"
     )
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (out / f"serve-points-{stamp}.json").write_text(
-        json.dumps(
-            {
-                "args": {k: str(v) for k, v in vars(args).items()},
-                "cpus": os.cpu_count(),
-                "results": {
-                    side: {c: {**asdict(r), "rps": r.rps} for c, r in by_c.items()}
-                    for side, by_c in results.items()
-                },
-                "fastest": fastest,
-                "pass": ok,
-            },
-            indent=1,
-        )
-    )
+    save_results("serve-points", args, results, fastest=fastest, **{"pass": ok})
     return 0 if ok else 1
 
 

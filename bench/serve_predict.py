@@ -28,13 +28,10 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import shutil
 import tempfile
 import urllib.request
-from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +39,11 @@ import numpy as np
 
 from bench.serve_common import (
     PROXY_VARIANTS,
-    ROOT,
     LoadResult,
     ServeHost,
     load_tool,
     run_load,
+    save_results,
     with_auth_off,
 )
 from pipelines.models.runtime import ModelRuntime
@@ -169,22 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             f"req/s: ratio {ratio:.2f} (bar >= {BAR}); errors {errors}: "
             f"{'PASS' if ok else 'FAIL'}"
         )
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (out / f"serve-predict-{stamp}.json").write_text(
-        json.dumps(
-            {
-                "args": {k: str(v) for k, v in vars(args).items()},
-                "results": {
-                    k: {s: {**asdict(r), "rps": r.rps} for s, r in v.items()}
-                    for k, v in results.items()
-                },
-                "pass": passed,
-            },
-            indent=1,
-        )
-    )
+    save_results("serve-predict", args, results, **{"pass": passed})
     return 0 if passed else 1
 
 
