@@ -126,10 +126,10 @@ def _candidate(
     if config.evaluate is None:
         raise ModelError("candidate is set but evaluate (an evaluate config) is not: set both")
     name, version = config.candidate.name, config.candidate.version
-    evaluate = load_config(EvaluateConfig, config.evaluate).model_copy(
-        update={"model": {"kind": "registry", "name": name, "version": version}}
+    source = {"kind": "registry", "name": name, "version": version}
+    evaluate = EvaluateConfig.model_validate(
+        {**load_config(EvaluateConfig, config.evaluate).model_dump(), "model": source}
     )
-    evaluate = EvaluateConfig.model_validate(evaluate.model_dump())
     ledger, run_id = RunLedger(engine), f"{key}-evaluate"
     ledger.start("evaluate", evaluate.model_dump(mode="json"), run_id)
     try:
