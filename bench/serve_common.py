@@ -51,10 +51,6 @@ PROXY_VARIANTS: dict[str, dict[str, str]] = {
     "haproxy+throughput": {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-        # Throughput mode sends calls between deployments over gRPC, whose replica servers
-        # take 4 MB messages by default: a predict answer (6 MB at 181 x 360 x 24) then fails
-        # with a 500. Raised to gRPC's limit (2 GiB - 1).
-        "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(2**31 - 1),
     },
 }
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 import io
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 
 from serve.errors import ApiError, bad_parameter
 
@@ -97,13 +98,34 @@ def parse_json(body: bytes) -> tuple[PredictBody, np.ndarray]:
     return parsed, fields
 
 
+def _npy_view(body: bytes) -> np.ndarray:
+    """The array of a ``.npy`` body as a read-only view of it, without copying the values."""
+    stream = io.BytesIO(body)
+    version = np.lib.format.read_magic(stream)
+    read_header = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }.get(version)
+    if read_header is None:
+        raise ValueError(f".npy format version {version} is not read; write version 1.0 or 2.0")
+    shape, fortran_order, dtype = read_header(stream)
+    if dtype.hasobject:
+        raise ValueError("the array holds Python objects, which are not accepted")
+    count = int(np.prod(shape, dtype=np.int64))
+    offset = stream.tell()
+    if len(body) - offset < count * dtype.itemsize:
+        raise ValueError(f"the body ends before the {shape} array does")
+    values = np.frombuffer(body, dtype=dtype, count=count, offset=offset)
+    return values.reshape(shape, order="F" if fortran_order else "C")
+
+
 def parse_npy(body: bytes) -> np.ndarray:
     """A ``.npy`` body as float32 (pickled objects refused); 400 when it is not one."""
     try:
-        array = np.load(io.BytesIO(body), allow_pickle=False)
+        array = _npy_view(body)
     except (ValueError, OSError, EOFError) as exc:
         raise bad_parameter("body", f"not a NumPy .npy array ({exc})") from exc
-    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
+    if array.dtype.kind not in "fiu":
         raise bad_parameter("body", "the .npy array must hold numbers (float32 preferably)")
     return array.astype(np.float32, copy=False)
 
@@ -137,11 +159,30 @@ def _c_order(fields: np.ndarray) -> np.ndarray:
     return np.array(fields, dtype=np.float32, order="C", copy=True)
 
 
-def encode_npy(fields: np.ndarray) -> bytes:
-    """float32 fields as a ``.npy`` file."""
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(fields, dtype=np.float32), allow_pickle=False)
-    return buffer.getvalue()
+def encode_npy(fields: np.ndarray) -> bytearray:
+    """float32 fields as a ``.npy`` file, built with one copy of the values (``np.save`` to
+    memory makes three)."""
+    array = np.ascontiguousarray(fields, dtype=np.float32)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    head = header.getvalue()
+    body = bytearray(len(head) + array.nbytes)
+    body[: len(head)] = head
+    np.frombuffer(body, dtype=np.float32, offset=len(head)).reshape(array.shape)[...] = array
+    return body
+
+
+class NpyResponse(Response):
+    """A ``.npy`` answer sent from :func:`encode_npy`'s buffer as it is: Starlette would copy a
+    bytearray into bytes, and a memoryview cannot cross Serve's proxy (its messages are
+    pickled)."""
+
+    media_type = NPY
+
+    def render(self, content: Any) -> bytes | memoryview:
+        if isinstance(content, bytearray):
+            return cast(bytes, content)  # sent and pickled like bytes by uvicorn and Serve
+        return super().render(content)
 
 
 def encode_arrow(fields: np.ndarray, lead_hours: list[int], metadata: dict[str, Any]) -> bytes:

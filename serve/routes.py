@@ -29,6 +29,7 @@ from serve.predict_io import (
     ARROW,
     JSON,
     NPY,
+    NpyResponse,
     encode_arrow,
     encode_npy,
     media_type_of,
@@ -274,7 +275,7 @@ def build_api(service: Service) -> FastAPI:
             "X-Channels": ",".join(model.card.channel_names),
         }
         if media == NPY:
-            return Response(encode_npy(out), media_type=NPY, headers=headers)
+            return NpyResponse(encode_npy(out), headers=headers)
         metadata = {"model": model.model_id, "init_time": init_time, "lead_hours": leads}
         metadata["channels"] = model.card.channel_names
         body = await asyncio.to_thread(encode_arrow, out, leads, metadata)
