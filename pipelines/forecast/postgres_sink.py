@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 WRITER_APPLICATION = "climate-forecast-writer"
 COMMIT_APPLICATION = "climate-forecast-commit"
-_LOCK_KEY = 0x666F726563617374  # "forecast": serialises partition DDL
+PARTITION_LOCK_KEY = 0x666F726563617374  # "forecast": serialises partition DDL (and backups)
 _DAY = 86_400
 _ATTEMPTS = 4
 _BACKOFF_S = 0.5
@@ -184,7 +184,7 @@ class PostgresForecastSink:
     def _execute(self, action: str, work: Callable[[psycopg.Connection], object]) -> object:
         def attempt() -> object:
             with self.target.connect(COMMIT_APPLICATION) as conn, conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK_KEY,))
                 return work(conn)
 
         try:
