@@ -5,6 +5,11 @@ key anywhere is refused, named, exit 2), starts a local Ray (or joins ``RAY_ADDR
 Serve with the file's ``http_options`` and runs each application through its builder (the
 file's ``import_path``, as ``serve deploy`` does), then blocks until SIGTERM or Ctrl-C and shuts
 Serve down. Joined to a cluster, only this file's applications are deleted at the end.
+
+``climate serve --offline DIR`` serves the first application of the file from a directory
+written by ``climate sync --to DIR`` (:func:`offline_spec`): its forecast store and model file,
+its API-key hashes, rate limits in process; the database, the model registry and Redis are never
+contacted. A directory that is not a complete, unchanged sync is refused (exit 2).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
@@ -28,7 +34,7 @@ from jobs.common import EXIT_ERROR, EXIT_OK, console, read_config, setup_logging
 from pipelines.errors import ClimateError, ConfigError
 from pipelines.ray_data import ensure_ray
 from schemas.config import RayConfig
-from schemas.serve_config import HttpOptions, ServeApplication, ServeFile
+from schemas.serve_config import HttpOptions, ServeApplication, ServeArgs, ServeFile
 from schemas.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -49,6 +55,59 @@ def load_serve_file(path: str, host: str | None = None, port: int | None = None)
     except ValueError as exc:
         raise ConfigError(f"--host/--port: {exc}") from exc
     return spec.model_copy(update={"http_options": http})
+
+
+def offline_spec(spec: ServeFile, directory: str | Path) -> ServeFile:
+    """The file's first application, serving from a synced directory with no server reached.
+
+    The application's arguments keep their limits, scaling and ``auth`` settings; the forecast
+    store becomes ``DIR/forecast``, the model ``DIR/model/model.onnx`` (kind file), API keys
+    the synced hashes (``DIR/keys.json``) and ``offline`` is set. Paths go through ``DIR``
+    itself, so a later sync into it (a symlink swap) is followed like a new run or promotion.
+
+    Raises
+    ------
+    ConfigError
+        ``directory`` is not a complete, unchanged sync (names what is wrong), or the file
+        requires API keys and the sync holds none.
+    """
+    from pipelines.sync import FORECAST_DIR, KEYS_FILE, MODEL_FILE, verify_sync
+
+    root = Path(directory).absolute()  # not resolved: DIR is the symlink a re-sync swaps
+    manifest = verify_sync(root)
+    application = spec.applications[0]
+    if len(spec.applications) > 1:
+        log.warning("offline: serving only the first application of the file, %s", application.name)
+    args = application.args
+    keys_file = None
+    if args.auth.required:
+        if manifest.keys is None:
+            raise ConfigError(
+                f"{root} was synced without API keys (--no-keys) and auth.required is true: "
+                "sync again without --no-keys, or set auth.required: false to serve the "
+                "offline API without keys"
+            )
+        keys_file = str(root / KEYS_FILE)
+    changes = {
+        "forecast_store": str(root / FORECAST_DIR),
+        "model": {"kind": "file", "path": str(root / MODEL_FILE)},
+        "auth": {**args.auth.model_dump(), "keys_file": keys_file},
+        "offline": True,
+    }
+    try:
+        offline = ServeArgs.model_validate({**args.model_dump(), **changes})
+    except ValueError as exc:
+        raise ConfigError(f"--offline {root}: {exc}") from exc
+    log.info(
+        "offline: model %s %s, forecast run %s, synced %s",
+        manifest.model.name,
+        manifest.model.version,
+        manifest.run.run_id,
+        manifest.synced_at.isoformat(timespec="seconds"),
+    )
+    return spec.model_copy(
+        update={"applications": [application.model_copy(update={"args": offline})]}
+    )
 
 
 def _builder(application: ServeApplication) -> Any:
@@ -123,7 +182,10 @@ def wait_ready(url: str, timeout: float = 180.0) -> dict[str, Any]:
                 body: dict[str, Any] = json.load(response)
                 return body
         except urllib.error.HTTPError as exc:
-            last = json.loads(exc.read() or b"{}").get("reason", f"HTTP {exc.code}")
+            try:  # the application's JSON reason; Serve's proxy answers text before it deploys
+                last = json.loads(exc.read() or b"{}").get("reason", f"HTTP {exc.code}")
+            except ValueError:
+                last = f"HTTP {exc.code}"
         except OSError as exc:
             last = str(exc)
         time.sleep(0.5)
@@ -137,38 +199,55 @@ def quiet_serve_logs(verbose: bool = False) -> None:
     logging.getLogger(ray.serve.__name__).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
-def _wait_for_stop() -> None:
+@contextmanager
+def _stop_on_sigterm() -> Iterator[threading.Event]:
+    """An event SIGTERM sets, for the ``with`` block (installed before the deploy, so a
+    SIGTERM while the applications start stops them cleanly too)."""
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _wait_for_stop(stop: threading.Event) -> None:
     try:
         while not stop.wait(1.0):
             pass
     except KeyboardInterrupt:
         pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def serve_forever(
-    config: str, host: str | None = None, port: int | None = None, verbose: bool = False
+    config: str,
+    host: str | None = None,
+    port: int | None = None,
+    verbose: bool = False,
+    offline: str | None = None,
 ) -> int:
-    """``climate serve``: deploy, block until SIGTERM/Ctrl-C, shut down; the exit status."""
+    """``climate serve``: deploy, block until SIGTERM/Ctrl-C, shut down; the exit status.
+
+    With ``offline`` (a directory of ``climate sync``), serve from it alone (:func:`offline_spec`).
+    """
     setup_logging(verbose)
     quiet_serve_logs(verbose)
     try:
         spec = load_serve_file(config, host, port)
+        if offline is not None:
+            spec = offline_spec(spec, offline)
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return EXIT_ERROR
     settings = load_settings()
     ensure_ray(RayConfig(), settings)
     joined = settings.ray_address is not None
     try:
-        with serving(spec, joined) as url:
+        with _stop_on_sigterm() as stop, serving(spec, joined) as url:
             console.print(f"serving at {url}/ (OpenAPI: {url}/docs); Ctrl-C or SIGTERM stops it")
-            _wait_for_stop()
+            _wait_for_stop(stop)
             console.print("stopping")
     except ClimateError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return EXIT_ERROR
     return EXIT_OK

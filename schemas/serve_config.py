@@ -170,6 +170,11 @@ class AuthOptions(StrictModel):
         description="after a Redis failure, limits are kept per replica this long before "
         "Redis is tried again",
     )
+    keys_file: str | None = Field(
+        default=None,
+        description="check keys against this file of key hashes (keys.json of `climate sync`) "
+        "instead of the database; unset: the database's api_keys table",
+    )
 
 
 class ServeArgs(StrictModel):
@@ -177,7 +182,7 @@ class ServeArgs(StrictModel):
 
     URLs of the database, the model registry and Redis come from the environment
     (``DATABASE_URL``, ``MODEL_REGISTRY_URL``, ``REDIS_URL``), read when the application is
-    built.
+    built; with ``offline`` none of them is used.
     """
 
     forecast_store: str = Field(description="forecast store URL, as output.zarr.url of predict")
@@ -198,6 +203,12 @@ class ServeArgs(StrictModel):
     storage: StorageOptions = StorageOptions()
     ingress: IngressOptions = IngressOptions()
     predictor: PredictorOptions = PredictorOptions()
+    offline: bool = Field(
+        default=False,
+        description="answer from local files only (`climate serve --offline DIR` sets it): the "
+        "model a file, API keys from auth.keys_file, rate limits per replica; the database, "
+        "the model registry and Redis are never contacted",
+    )
 
     @field_validator("model", mode="before")
     @classmethod
@@ -209,6 +220,22 @@ class ServeArgs(StrictModel):
             return {"kind": "file", "path": value}
         name, _, version = value.partition(":")
         return {"kind": "registry", "name": name, "version": version or "promoted"}
+
+    @model_validator(mode="after")
+    def _offline_needs_no_server(self) -> ServeArgs:
+        if not self.offline:
+            return self
+        if self.model.kind != "file":
+            raise ValueError(
+                "offline: model must be a file ({kind: file, path}); the registry is not "
+                "reachable offline (`climate sync` copies the promoted model to a file)"
+            )
+        if self.auth.required and self.auth.keys_file is None:
+            raise ValueError(
+                "offline: auth.required needs auth.keys_file (keys.json of `climate sync`), "
+                "the database is not reachable offline; or set auth.required: false"
+            )
+        return self
 
 
 class HttpOptions(StrictModel):

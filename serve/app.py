@@ -6,6 +6,7 @@ serve``, the demo and the tests.
     serve run serve.app:build_app forecast_store=output/forecast.zarr model=t2m-resconv
     serve deploy configs/serve.yaml                                         # a cluster
     climate serve --config configs/serve.yaml                               # this project
+    climate serve --offline edge/          # from `climate sync --to edge/`, nothing else reached
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def build_app(args: ServeArgs | dict[str, Any]) -> serve.Application:
         :class:`~schemas.serve_config.ServeArgs`, or a dict of them (validated here, so bad
         arguments fail at deploy time naming the key). ``DATABASE_URL`` (models and API
         keys), ``MODEL_REGISTRY_URL`` and ``REDIS_URL`` (rate limits) are read from the
-        environment now.
+        environment now; with ``offline`` they are never used.
 
     Returns
     -------

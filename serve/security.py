@@ -4,7 +4,9 @@
 section of the arguments: the key store over ``DATABASE_URL`` (its cache keeps verified keys
 working through a database outage) and the token buckets in Redis at ``REDIS_URL`` (in-process
 when unset, or while Redis is out; each outage is logged once and counted in
-``climate_serve_rate_limit_degraded_total``). :func:`key_dependency` is the FastAPI dependency
+``climate_serve_rate_limit_degraded_total``). Offline (``climate serve --offline``) the keys
+are the hashes ``climate sync`` copied (``auth.keys_file``) and the buckets stay in-process;
+neither the database nor Redis is contacted. :func:`key_dependency` is the FastAPI dependency
 of the ``/v1`` router: it checks the ``apikey`` query parameter or the ``Authorization: Bearer``
 header before the route runs and documents both schemes in the OpenAPI document.
 """
@@ -20,13 +22,15 @@ from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBear
 
 from pipelines.api_keys import ApiKeys
 from pipelines.db import make_engine
+from pipelines.errors import ConfigError
+from pipelines.sync.keys import keys_engine
 from schemas.serve_config import AuthOptions
 from schemas.settings import Settings
 from serve.auth import QUERY_PARAMETER, Guard, Refused
 from serve.errors import ApiError
 from serve.metrics import ServeMetrics
 from serve.middleware import add_response_headers
-from serve.rate_limit import build_rate_limiter
+from serve.rate_limit import RateLimiter, build_rate_limiter
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,9 @@ BEARER = HTTPBearer(
 )
 
 
-def build_guard(auth: AuthOptions, settings: Settings, metrics: ServeMetrics) -> Guard | None:
+def build_guard(
+    auth: AuthOptions, settings: Settings, metrics: ServeMetrics, offline: bool = False
+) -> Guard | None:
     """The replica's key checks and rate limits; ``None`` when ``auth.required`` is false.
 
     Parameters
@@ -56,6 +62,9 @@ def build_guard(auth: AuthOptions, settings: Settings, metrics: ServeMetrics) ->
         ``REDIS_URL`` (unset: rate limits per replica).
     metrics
         The replica's metrics; each Redis outage increments ``rate_limit_degraded``.
+    offline
+        Never contact the database or Redis: keys come from ``auth.keys_file`` (required),
+        rate limits are kept in this replica.
 
     Returns
     -------
@@ -66,19 +75,42 @@ def build_guard(auth: AuthOptions, settings: Settings, metrics: ServeMetrics) ->
     Raises
     ------
     ConfigError
-        ``DATABASE_URL`` or ``REDIS_URL`` is malformed.
+        ``DATABASE_URL`` or ``REDIS_URL`` is malformed, the keys file cannot be loaded, or
+        ``offline`` without a keys file.
     """
     if not auth.required:
-        log.warning("auth.required is false: the /v1 routes answer without an API key")
+        unauthenticated = "the offline service is unauthenticated: " if offline else ""
+        log.warning(
+            "%sauth.required is false: the /v1 routes answer without an API key", unauthenticated
+        )
         return None
-    engine = make_engine(settings.database_url, check=False)
+    if auth.keys_file is not None:
+        engine = keys_engine(auth.keys_file)
+        log.info("API keys from %s (keys revoked after it was written still pass)", auth.keys_file)
+    elif offline:
+        raise ConfigError("offline: auth.required needs auth.keys_file, or auth.required: false")
+    else:
+        engine = make_engine(settings.database_url, check=False)
     keys = ApiKeys(engine, cache_ttl_s=auth.key_cache_seconds, max_stale_s=auth.key_stale_seconds)
-    limiter = build_rate_limiter(
-        settings,
-        default_per_minute=auth.default_rate_per_minute,
-        cooldown_s=auth.redis_retry_seconds,
-        on_outage=lambda _description: metrics.rate_limit_degraded.inc(),
-    )
+
+    def on_outage(_description: str) -> None:
+        metrics.rate_limit_degraded.inc()
+
+    if offline:
+        log.info("offline: rate limits are kept per replica, in-process (Redis is not used)")
+        limiter = RateLimiter(
+            None,
+            default_per_minute=auth.default_rate_per_minute,
+            cooldown_s=auth.redis_retry_seconds,
+            on_outage=on_outage,
+        )
+    else:
+        limiter = build_rate_limiter(
+            settings,
+            default_per_minute=auth.default_rate_per_minute,
+            cooldown_s=auth.redis_retry_seconds,
+            on_outage=on_outage,
+        )
     return Guard(keys, limiter)
 
 
