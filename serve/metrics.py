@@ -1,4 +1,5 @@
-"""The application's metrics, exported by Ray's metrics agent (Prometheus) as ``climate_serve_*``.
+"""The application's metrics, exported by Ray's metrics agent (Prometheus) as ``climate_serve_*``
+(Ray prefixes them: ``ray_climate_serve_*``, counters ending in ``_total``).
 
 Each replica makes its own :class:`ServeMetrics` (Ray aggregates them by tag); nothing is
 created at import.
@@ -64,4 +65,16 @@ class ServeMetrics:
         self.run_age = Gauge(
             "climate_serve_forecast_run_age_seconds",
             description="Seconds since the served forecast run was committed.",
+        )
+        # Ray exports the autoscaler's target (ray_serve_autoscaling_target_replicas) but not
+        # the configured bounds: the alert on replicas at their maximum compares with these.
+        self.replicas_max = Gauge(
+            "climate_serve_replicas_max",
+            description="Configured max_replicas of a deployment of the application.",
+            tag_keys=("application", "deployment"),
+        )
+        self.replicas_min = Gauge(
+            "climate_serve_replicas_min",
+            description="Configured min_replicas of a deployment of the application.",
+            tag_keys=("application", "deployment"),
         )
