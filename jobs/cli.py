@@ -137,17 +137,96 @@ def watch_command(
     raise typer.Exit(watch(config, overrides or [], verbose))
 
 
+@app.command("backup")
+def backup_command(
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            envvar="CLIMATE_BACKUP_URL",
+            help="where backups go: a path or s3://bucket/prefix (env CLIMATE_BACKUP_URL)",
+        ),
+    ],
+    keep: Annotated[
+        int, typer.Option("--keep", min=1, help="how many complete backups to keep")
+    ] = 7,
+    verbose: VerboseOption = False,
+) -> None:
+    """Back up the database and the registry's objects to URL/<UTC timestamp>/ (checksummed)."""
+    from jobs.backup import backup
+
+    raise typer.Exit(backup(to, keep, verbose))
+
+
+@app.command("restore")
+def restore_command(
+    source: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            envvar="CLIMATE_BACKUP_URL",
+            help="where backups are: a path or s3://bucket/prefix (env CLIMATE_BACKUP_URL)",
+        ),
+    ],
+    backup: Annotated[
+        str, typer.Option("--backup", help="a backup's timestamp, or latest")
+    ] = "latest",
+    force: Annotated[
+        bool, typer.Option("--force", help="replace a database that holds rows")
+    ] = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Restore a backup after checking every checksum; refuses a non-empty database."""
+    from jobs.backup import restore
+
+    raise typer.Exit(restore(source, backup, force, verbose))
+
+
 @app.command("serve")
 def serve_command(
     config: ConfigOption = "configs/serve.yaml",
     host: Annotated[str | None, typer.Option("--host", help="overrides http_options.host")] = None,
     port: Annotated[int | None, typer.Option("--port", help="overrides http_options.port")] = None,
+    offline: Annotated[
+        str | None,
+        typer.Option(
+            "--offline",
+            metavar="DIR",
+            help="serve from a directory of `climate sync --to DIR` alone: no database, "
+            "Redis or object store is contacted",
+        ),
+    ] = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Serve forecasts and predictions over HTTP (Ray Serve) until SIGTERM or Ctrl-C."""
     from jobs.serve import serve_forever
 
-    raise typer.Exit(serve_forever(config, host, port, verbose))
+    raise typer.Exit(serve_forever(config, host, port, verbose, offline))
+
+
+@app.command("sync")
+def sync_command(
+    to: Annotated[
+        str, typer.Option("--to", metavar="DIR", help="the directory to write (a symlink)")
+    ],
+    config: ConfigOption = "configs/serve.yaml",
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="NAME or NAME:VERSION; default: the config's model"),
+    ] = None,
+    forecast_store: Annotated[
+        str | None,
+        typer.Option("--forecast-store", help="default: the config's forecast_store"),
+    ] = None,
+    keys: Annotated[
+        bool, typer.Option("--keys/--no-keys", help="copy the API-key hashes (not revoked)")
+    ] = True,
+    verbose: VerboseOption = False,
+) -> None:
+    """Copy the promoted model and the latest forecast run into DIR for `serve --offline`."""
+    from jobs.sync import sync
+
+    raise typer.Exit(sync(to, config, model, forecast_store, keys, verbose))
 
 
 def main() -> None:

@@ -18,12 +18,13 @@ from pipelines.db import make_engine
 from pipelines.errors import ModelError
 from pipelines.models.registry import ModelRecord, ModelRegistry
 from pipelines.storage import fsspec_options
-from schemas.model_source import ModelFile
+from schemas.model_source import ModelFile, RegistryModel
 from schemas.serve_config import ServeArgs
 from schemas.settings import Settings
 from serve.default_model import DefaultModel, ModelFollower
 from serve.errors import ApiError, remote_reason
 from serve.metrics import ServeMetrics
+from serve.ops_metrics import OpsMetrics
 from serve.predictor import PredictJob, model_id, split_model_id
 from serve.runs import HeldRun, RunHolder
 from serve.security import build_guard, guard_warnings
@@ -37,6 +38,12 @@ def _replica_id() -> str | None:
         return str(serve.get_replica_context().replica_id.unique_id)
     except RayServeException:
         return None
+
+
+def _uses_database(args: ServeArgs) -> bool:
+    """Whether the application reads the database (registry models or API keys in it)."""
+    keys_in_database = args.auth.required and args.auth.keys_file is None
+    return not args.offline and (isinstance(args.model, RegistryModel) or keys_in_database)
 
 
 class Service:
@@ -57,15 +64,18 @@ class Service:
         self.settings = settings
         self.predictor = predictor
         self.metrics = ServeMetrics()
-        self.guard = build_guard(args.auth, settings, self.metrics)
+        self.guard = build_guard(args.auth, settings, self.metrics, offline=args.offline)
         self.replica = _replica_id()
         options = fsspec_options(args.forecast_store, args.storage, settings)
         self.runs = RunHolder(args.forecast_store, self.metrics, options or None)
         self.models = ModelFollower(
             args.model, self.registry, self._warm, self.metrics, args.refresh_seconds
         )
+        # The nightly's and the ingest's state from the ledgers, where the app has a database.
+        self.ops = OpsMetrics(settings.database_url) if _uses_database(args) else None
         self._registry: ModelRegistry | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._export_replica_limits()
 
     # -- background ----------------------------------------------------------------------------
 
@@ -76,6 +86,25 @@ class Service:
             loop.create_task(self._every_period(self.runs.refresh), name="follow-runs"),
             loop.create_task(self._every_period(self.models.refresh), name="follow-models"),
         ]
+        if self.ops is not None:
+            poll = self.ops.poll
+            follow = self._every_period(lambda: asyncio.to_thread(poll))
+            self._tasks.append(loop.create_task(follow, name="follow-operations"))
+
+    def _export_replica_limits(self) -> None:
+        """Export the configured replica bounds of both deployments (inside a replica only)."""
+        try:
+            context = serve.get_replica_context()
+        except RayServeException:
+            return
+        deployments = {
+            context.deployment: self.args.ingress.autoscaling,
+            self.predictor.deployment_name: self.args.predictor.autoscaling,
+        }
+        for deployment, scaling in deployments.items():
+            tags = {"application": context.app_name, "deployment": deployment}
+            self.metrics.replicas_max.set(scaling.max_replicas, tags=tags)
+            self.metrics.replicas_min.set(scaling.min_replicas, tags=tags)
 
     async def _every_period(self, refresh: Callable[[], Awaitable[bool]]) -> None:
         while True:
@@ -97,6 +126,8 @@ class Service:
             self._registry.engine.dispose()
         if self.guard is not None:
             self.guard.keys.engine.dispose()
+        if self.ops is not None:
+            self.ops.close()
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -122,7 +153,15 @@ class Service:
         return held
 
     def registry(self) -> ModelRegistry:
-        """The registry (made on first use; call from a worker thread)."""
+        """The registry (made on first use; call from a worker thread).
+
+        Raises
+        ------
+        ModelError
+            Offline: there is no registry to reach (the served model is a file).
+        """
+        if self.args.offline:
+            raise ModelError("offline: no model registry; only the synced model is served")
         if self._registry is None:
             engine = make_engine(self.settings.database_url)
             self._registry = ModelRegistry.from_settings(engine, self.settings, self.args.storage)
@@ -182,7 +221,10 @@ class Service:
 
     async def predict(self, model: DefaultModel, job: PredictJob) -> np.ndarray:
         """The predictor's answer for one job; 503 when the model or the predictor fails."""
-        handle = self.predictor.options(multiplexed_model_id=model.model_id)
+        # By reference: the fields travel through Ray's shared-memory object store and the
+        # answer arrives as a zero-copy view, instead of being pickled into gRPC messages
+        # (throughput-optimised mode's default), which cost the ingress more than the model.
+        handle = self.predictor.options(multiplexed_model_id=model.model_id, _by_reference=True)
         try:
             result = await handle.predict.remote(job)
         except (BackPressureError, DeploymentUnavailableError) as exc:
