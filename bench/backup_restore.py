@@ -22,10 +22,7 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -49,35 +46,13 @@ from pipelines.models.registry import ModelRegistry
 from pipelines.storage import fsspec_options
 from schemas.config import StorageOptions
 from schemas.settings import Settings
+from tests.fixtures.s3 import start_moto_server
 from tests.pipelines.registry_helpers import build_model
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 INIT0 = 1_577_836_800  # 2020-01-01T00:00Z
 LEADS = tuple(range(6, 6 * 9, 6))  # 8 lead times
 N_LAT, N_LON = 73, 144  # 2.5 degrees
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _moto() -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(300):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return process, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit("moto server did not start")
 
 
 def _pg_database() -> str:
@@ -175,7 +150,7 @@ def main() -> None:
     databases: list[str] = []
     try:
         if args.target == "s3":
-            moto, endpoint = _moto()
+            moto, endpoint = start_moto_server({})
             os.environ.update(
                 S3_ENDPOINT_URL=endpoint,
                 AWS_ACCESS_KEY_ID="testing",

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from sqlalchemy import Engine
 
+from pipelines.code_version import code_version
 from pipelines.evaluate.runner import evaluate_model
 from pipelines.evaluate.scoring import Scores, card_scores, skill_rows
 from pipelines.fields import Fields, load_fields, split_masks
@@ -28,7 +29,6 @@ from pipelines.training.export import (
     ONNX_NAME,
     build_card,
     check_equivalence,
-    code_version,
     export_onnx,
 )
 from pipelines.training.train import TrainedModel, train_model

@@ -10,10 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import subprocess
 from datetime import UTC, datetime
-from importlib import metadata
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -124,24 +121,3 @@ def load_manifest(raw: bytes, where: str) -> Manifest:
             "damaged); restore another backup"
         )
     return manifest
-
-
-def code_version() -> str:
-    """The package version and, in a git checkout, the commit (``+dirty`` when modified)."""
-    try:
-        version = f"climate-pipeline {metadata.version('climate-pipeline')}"
-    except metadata.PackageNotFoundError:
-        version = "climate-pipeline (not installed)"
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True, text=True, check=True, timeout=10,
-        ).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True, timeout=10,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return version
-    return f"{version} ({commit}{'+dirty' if dirty else ''})"

@@ -26,7 +26,6 @@ from pipelines.backup.manifest import (
     FileEntry,
     Manifest,
     backup_name,
-    code_version,
     dump_manifest,
 )
 from pipelines.backup.objects import (
@@ -39,6 +38,7 @@ from pipelines.backup.objects import (
 )
 from pipelines.backup.retention import prune
 from pipelines.backup.snapshot import dump_database
+from pipelines.code_version import described_version
 from pipelines.db import mask_url, migrate
 from pipelines.errors import ConfigError
 from pipelines.models.artefact_store import CARD_NAME, ONNX_NAME, ArtefactStore
@@ -155,7 +155,7 @@ def run_backup(
                 name=name,
                 started_at=started,
                 finished_at=utcnow(),
-                code_version=code_version(),
+                code_version=described_version(),
                 database=DatabaseEntry(
                     kind="postgresql" if engine.dialect.name == "postgresql" else "sqlite",
                     url=mask_url(engine.url),

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-import subprocess
 import warnings
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from pipelines.code_version import code_version
 from pipelines.errors import ModelError
 from pipelines.models.artefacts import file_sha256
 from pipelines.models.runtime import ModelRuntime
@@ -24,26 +23,6 @@ log = logging.getLogger(__name__)
 OPSET = 17
 ONNX_NAME = "model.onnx"
 CARD_NAME = "model.card.json"
-
-
-def code_version() -> str:
-    """The git commit of this checkout (``+dirty`` when modified), else the package version."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True, text=True, check=True, timeout=10,
-        ).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True, timeout=10,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        try:
-            return f"climate-pipeline {metadata.version('climate-pipeline')}"
-        except metadata.PackageNotFoundError:
-            return "unknown"
-    return commit + ("+dirty" if dirty else "")
 
 
 def export_onnx(model: RawFieldModel, example: np.ndarray, hours: np.ndarray, path: Path) -> None:
