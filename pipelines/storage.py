@@ -17,7 +17,7 @@ from typing import Any
 import fsspec
 import xxhash
 
-from pipelines.errors import SourceError
+from pipelines.errors import ConfigError, SourceError
 from schemas.config import StorageOptions
 from schemas.settings import Settings
 
@@ -69,6 +69,23 @@ def filesystem(url: str, options: dict[str, Any]) -> tuple[fsspec.AbstractFileSy
     """The filesystem for ``url`` and the path inside it."""
     fs, path = fsspec.core.url_to_fs(url, **options)
     return fs, path
+
+
+def filesystem_root(
+    url: str, options: dict[str, Any] | None, named: str, fix: str
+) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem of a store's root ``url`` and the root's path (no trailing slash).
+
+    Raises
+    ------
+    ConfigError
+        The URL cannot be opened: the message names the store (``named``) and says ``fix``.
+    """
+    try:
+        fs, root = filesystem(url, dict(options or {}))
+    except (ImportError, ValueError, TypeError) as exc:
+        raise ConfigError(f"{named} {url!r}: cannot open it ({exc}); {fix}") from exc
+    return fs, root.rstrip("/")
 
 
 def _join(url: str, fs: fsspec.AbstractFileSystem, path: str) -> str:

@@ -22,7 +22,6 @@ from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBear
 
 from pipelines.api_keys import ApiKeys
 from pipelines.db import make_engine
-from pipelines.errors import ConfigError
 from pipelines.sync.keys import keys_engine
 from schemas.serve_config import AuthOptions
 from schemas.settings import Settings
@@ -63,8 +62,8 @@ def build_guard(
     metrics
         The replica's metrics; each Redis outage increments ``rate_limit_degraded``.
     offline
-        Never contact the database or Redis: keys come from ``auth.keys_file`` (required),
-        rate limits are kept in this replica.
+        Never contact Redis: rate limits are kept in this replica (keys come from
+        ``auth.keys_file``, which :class:`ServeArgs` requires offline).
 
     Returns
     -------
@@ -75,8 +74,7 @@ def build_guard(
     Raises
     ------
     ConfigError
-        ``DATABASE_URL`` or ``REDIS_URL`` is malformed, the keys file cannot be loaded, or
-        ``offline`` without a keys file.
+        ``DATABASE_URL`` or ``REDIS_URL`` is malformed, or the keys file cannot be loaded.
     """
     if not auth.required:
         unauthenticated = "the offline service is unauthenticated: " if offline else ""
@@ -87,9 +85,7 @@ def build_guard(
     if auth.keys_file is not None:
         engine = keys_engine(auth.keys_file)
         log.info("API keys from %s (keys revoked after it was written still pass)", auth.keys_file)
-    elif offline:
-        raise ConfigError("offline: auth.required needs auth.keys_file, or auth.required: false")
-    else:
+    else:  # offline arguments always name a keys file (ServeArgs checks it)
         engine = make_engine(settings.database_url, check=False)
     keys = ApiKeys(engine, cache_ttl_s=auth.key_cache_seconds, max_stale_s=auth.key_stale_seconds)
 

@@ -11,7 +11,7 @@ from typing import Any
 from pipelines.backup.errors import BackupRefusedError
 from pipelines.backup.manifest import MANIFEST_NAME, NAME_PATTERN, Manifest, load_manifest
 from pipelines.errors import ConfigError, SinkError, SourceError
-from pipelines.storage import explain_storage_error, filesystem, is_remote
+from pipelines.storage import explain_storage_error, filesystem_root, is_remote
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +53,9 @@ class BackupLocation:
             )
         self.url = url.rstrip("/")
         self.remote = is_remote(self.url)
-        try:
-            self.fs, root = filesystem(self.url, dict(options or {}))
-        except (ImportError, ValueError, TypeError) as exc:
-            raise ConfigError(
-                f"backup location {url!r}: cannot open it ({exc}); use a local path or "
-                "s3://bucket/prefix"
-            ) from exc
-        self.root = root.rstrip("/")
+        self.fs, self.root = filesystem_root(
+            self.url, options, "backup location", "use a local path or s3://bucket/prefix"
+        )
 
     def path(self, *parts: str) -> str:
         """The fsspec path of ``root/part/...``."""

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pipelines.errors import ConfigError, SinkError, SourceError
-from pipelines.storage import explain_storage_error, filesystem, is_remote
+from pipelines.errors import SinkError, SourceError
+from pipelines.storage import explain_storage_error, filesystem_root, is_remote
 from schemas.model_card import CARD_SUFFIX, ModelCard
 
 logger = logging.getLogger(__name__)
@@ -41,14 +41,12 @@ class ArtefactStore:
     def __init__(self, root_url: str, options: dict[str, Any] | None = None) -> None:
         self.root_url = root_url.rstrip("/")
         self.remote = is_remote(self.root_url)
-        try:
-            self.fs, root = filesystem(self.root_url, dict(options or {}))
-        except (ImportError, ValueError, TypeError) as exc:
-            raise ConfigError(
-                f"model registry {root_url!r}: cannot open it ({exc}); set MODEL_REGISTRY_URL "
-                "to a local path or s3://bucket/prefix"
-            ) from exc
-        self.root = root.rstrip("/")
+        self.fs, self.root = filesystem_root(
+            self.root_url,
+            options,
+            "model registry",
+            "set MODEL_REGISTRY_URL to a local path or s3://bucket/prefix",
+        )
 
     def path(self, *parts: str) -> str:
         """The fsspec path of ``root/part/...``."""

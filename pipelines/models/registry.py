@@ -380,6 +380,19 @@ class ModelRegistry:
 
     # -- fetch -------------------------------------------------------------------------------
 
+    def version_or_promoted(self, name: str, version: str | None = None) -> ModelRecord:
+        """The row of a version (the promoted one when ``version`` is None); ModelError when
+        there is no such (promoted) version."""
+        if version is not None:
+            return self.get(name, version)
+        record = self.promoted(name)
+        if record is None:
+            raise ModelError(
+                f"model {name} has no promoted version; promote one with "
+                f"`climate models promote {name} VERSION`, or ask for a version"
+            )
+        return record
+
     def fetch(self, name: str, version: str | None = None) -> tuple[Path, ModelCard]:
         """A verified local copy of a version (the promoted one when ``version`` is None).
 
@@ -397,15 +410,7 @@ class ModelRegistry:
         SourceError
             The object store cannot be reached.
         """
-        if version is None:
-            record = self.promoted(name)
-            if record is None:
-                raise ModelError(
-                    f"model {name} has no promoted version; promote one with "
-                    f"`climate models promote {name} VERSION`, or ask for a version"
-                )
-        else:
-            record = self.get(name, version)
+        record = self.version_or_promoted(name, version)
         folder = self.cache / record.name / record.version / record.sha256[:16]
         target = folder / ONNX_NAME
         card = self._fetch_card(record)

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 
 from pipelines.db import make_engine
-from pipelines.errors import ConfigError, ModelError, StoreError
+from pipelines.errors import ConfigError, StoreError
 from pipelines.forecast.store import POINTER, CommittedRun, ForecastStore, open_forecast_store
 from pipelines.models.artefacts import file_sha256, load_card, verify_sha256
 from pipelines.models.registry import ModelRegistry
@@ -197,10 +197,6 @@ def _stamp() -> str:
 # -- the source --------------------------------------------------------------------------------
 
 
-def _registry(engine: Engine, settings: Settings, storage: StorageOptions) -> ModelRegistry:
-    return ModelRegistry.from_settings(engine, settings, storage)
-
-
 def _wanted_model(
     source: ModelFile | RegistryModel, registry: ModelRegistry | None, settings: Settings
 ) -> tuple[SyncedModel, ModelCard]:
@@ -211,16 +207,8 @@ def _wanted_model(
         )
         return synced, card
     assert registry is not None
-    if source.version == "promoted":
-        record = registry.promoted(source.name)
-        if record is None:
-            raise ModelError(
-                f"model {source.name} has no promoted version to sync; promote one with "
-                f"`climate models promote {source.name} VERSION`, or pass --model "
-                f"{source.name}:VERSION"
-            )
-    else:
-        record = registry.get(source.name, source.version)
+    version = None if source.version == "promoted" else source.version
+    record = registry.version_or_promoted(source.name, version)
     synced = SyncedModel(
         name=record.name,
         version=record.version,
@@ -432,7 +420,7 @@ def sync_to(
         engine = make_engine(settings.database_url)
     try:
         registry = (
-            _registry(engine, settings, storage)
+            ModelRegistry.from_settings(engine, settings, storage)
             if isinstance(model, RegistryModel) and engine is not None
             else None
         )
