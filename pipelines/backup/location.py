@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +14,6 @@ from pipelines.storage import explain_storage_error, filesystem_root, is_remote
 
 logger = logging.getLogger(__name__)
 
-_BLOCK = 8 * 1024 * 1024
-
 
 @dataclass(frozen=True)
 class Listing:
@@ -24,15 +21,6 @@ class Listing:
 
     complete: list[str]
     incomplete: list[str]
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 of a local file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class BackupLocation:

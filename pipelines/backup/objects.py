@@ -14,9 +14,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.backup.location import sha256_file
 from pipelines.errors import SinkError, SourceError
 from pipelines.models.artefact_store import INCOMING, ArtefactStore
+from pipelines.models.artefacts import file_sha256
 from pipelines.storage import explain_storage_error
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def download_objects(store: ArtefactStore, keys: list[str], directory: Path) -> 
             url = store.url(source)
             reason = explain_storage_error(url, exc)
             raise SourceError(url, f"cannot copy it for the backup: {reason}") from exc
-        staged.append(StagedObject(key, local, sha256_file(local), local.stat().st_size))
+        staged.append(StagedObject(key, local, file_sha256(local), local.stat().st_size))
     return staged
 
 

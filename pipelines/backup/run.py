@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 
 from pipelines.backup.errors import BackupRefusedError
 from pipelines.backup.load import check_revision, load_database, occupied_tables, refuse_occupied
-from pipelines.backup.location import BackupLocation, sha256_file
+from pipelines.backup.location import BackupLocation
 from pipelines.backup.manifest import (
     MANIFEST_NAME,
     DatabaseEntry,
@@ -42,6 +42,7 @@ from pipelines.code_version import described_version
 from pipelines.db import mask_url, migrate
 from pipelines.errors import ConfigError
 from pipelines.models.artefact_store import CARD_NAME, ONNX_NAME, ArtefactStore
+from pipelines.models.artefacts import file_sha256
 from pipelines.storage import cache_dir
 from schemas.tables import utcnow
 
@@ -250,7 +251,7 @@ def fetch_verified(location: BackupLocation, manifest: Manifest, directory: Path
                 f"backup {manifest.name} is missing {where}; the backup is damaged: nothing "
                 "was restored; restore another backup (--backup NAME)"
             ) from exc
-        size, sha256 = local.stat().st_size, sha256_file(local)
+        size, sha256 = local.stat().st_size, file_sha256(local)
         if size != entry.size or sha256 != entry.sha256:
             raise BackupRefusedError(
                 f"backup {manifest.name}: {where} has {size} bytes, sha256 {sha256}; the "

@@ -24,12 +24,12 @@ import schemas.api_tables
 import schemas.forecast_tables
 import schemas.operations_tables
 import schemas.registry_tables  # noqa: F401  (each import registers its tables on Base)
-from pipelines.backup.location import sha256_file
 from pipelines.backup.manifest import FileEntry, TableEntry
 from pipelines.backup.tables import TableDigest, arrow_schema, read_batches
 from pipelines.db import current_revision, head_revision, mask_url, transaction, translate_errors
 from pipelines.errors import ConfigError
 from pipelines.forecast.postgres_sink import PARTITION_LOCK_KEY
+from pipelines.models.artefacts import file_sha256
 from schemas.forecast_tables import is_forecast_partition
 from schemas.tables import Base
 
@@ -150,7 +150,7 @@ def dump_database(engine: Engine, directory: Path) -> DatabaseDump:
                 )
             )
             files.append(
-                FileEntry(path=relative, sha256=sha256_file(path), size=path.stat().st_size)
+                FileEntry(path=relative, sha256=file_sha256(path), size=path.stat().st_size)
             )
             logger.info("dumped %s: %d rows", table.name, digest.rows)
     return DatabaseDump(revision=revision, tables=entries, files=files, warnings=warnings)
