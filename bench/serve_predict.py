@@ -20,6 +20,12 @@ Load: concurrency 32 (``wrk``, or an aiohttp client without it), ``--warmup`` s 
 ``--seconds`` s measured; requests to 127.0.0.1 only. Before the load, one answer of each side
 is checked against ONNX Runtime run directly on the same fields (``ModelRuntime.rollout``).
 
+Beside the load, the model alone: ``ModelRuntime.rollout`` (1 thread) timed per request at
+batch 1 and at batch 8 on the same fields, and the share of an unbatched request's time that the
+model takes. Batching can save only that share, and only as far as the model runs faster per
+sample in a batch: ``1 / (1 - share + share / speedup)`` is what the served ratio could reach
+if nothing but the model's own time shrank.
+
 Bar: batching on / off >= 1.5 in requests per second (for every model measured). Exit 0 when
 it holds, 1 otherwise. Results also go to ``bench/results/serve-predict-*.json``.
 """
@@ -31,6 +37,7 @@ import io
 import os
 import shutil
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -94,6 +101,19 @@ def _make_model(kind: str, path: Path, lat: np.ndarray, lon: np.ndarray) -> Mode
     return make_linear_model(path, lat, lon)
 
 
+def rollout_seconds(runtime: ModelRuntime, fields: np.ndarray, batch: int) -> float:
+    """Median seconds per request of one ``rollout`` of ``batch`` stacked requests (3 timed)."""
+    history = np.repeat(fields[None], batch, axis=0)
+    hours = np.full(batch, 6)
+    runtime.rollout(history, hours, LEADS[-1], LEADS)  # warm
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        runtime.rollout(history, hours, LEADS[-1], LEADS)
+        times.append((time.perf_counter() - start) / batch)
+    return float(np.median(times))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.serve_predict", description=__doc__)
     parser.add_argument("--models", default="cnn,linear", help="comma list of cnn, linear")
@@ -122,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     results: dict[str, dict[str, LoadResult]] = {}
+    alone: dict[str, dict[int, float]] = {}
     correct = True
     try:
         for kind in kinds:
@@ -131,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
             write_run(str(store), card, leads=24)
             runtime = ModelRuntime.load(model, card, "cpu", threads=1)
             expected = runtime.rollout(fields[None], np.array([6]), LEADS[-1], LEADS)[0]
+            alone[kind] = {b: rollout_seconds(runtime, fields, b) for b in (1, 8)}
+            print(
+                f"{kind} model alone: {alone[kind][1] * 1e3:.1f} ms per request at batch 1, "
+                f"{alone[kind][8] * 1e3:.1f} at batch 8 ({alone[kind][1] / alone[kind][8]:.2f}x)",
+                flush=True,
+            )
             results[kind] = {}
             for side, batch in (("off", 1), ("on", 8)):
                 host = ServeHost(
@@ -161,12 +188,18 @@ def main(argv: list[str] | None = None) -> int:
         errors = sum(r.non_2xx + r.socket_errors for r in sides.values())
         ok = ratio >= BAR and errors == 0
         passed &= ok
+        share = min(1.0, alone[kind][1] * sides["off"].rps)
+        speedup = alone[kind][1] / alone[kind][8]
         print(
             f"{kind}: batching on {sides['on'].rps:.2f} req/s vs off {sides['off'].rps:.2f} "
             f"req/s: ratio {ratio:.2f} (bar >= {BAR}); errors {errors}: "
-            f"{'PASS' if ok else 'FAIL'}"
+            f"{'PASS' if ok else 'FAIL'}\n  the model alone takes {share:.0%} of the time "
+            f"between unbatched answers and runs {speedup:.2f}x faster per request at batch 8: "
+            f"if only the model's time shrank, the ratio could reach "
+            f"{1 / (1 - share + share / speedup):.2f}"
         )
-    save_results("serve-predict", args, results, **{"pass": passed})
+    model_alone = {k: {str(b): t for b, t in v.items()} for k, v in alone.items()}
+    save_results("serve-predict", args, results, model_alone_s=model_alone, **{"pass": passed})
     return 0 if passed else 1
 
 
