@@ -25,6 +25,7 @@ import string
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -218,6 +219,9 @@ class ApiKeys:
         keeps verifying against that row; 0 refuses every uncached key during an outage.
     cache_size
         At most this many rows are cached (least recently used dropped first).
+    on_database_error
+        Called with the error each time :meth:`verify` fails to read the database (for a
+        metric); the outage is handled here all the same.
     """
 
     def __init__(
@@ -227,6 +231,7 @@ class ApiKeys:
         cache_ttl_s: float = DEFAULT_CACHE_TTL_S,
         max_stale_s: float = DEFAULT_MAX_STALE_S,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        on_database_error: Callable[[SinkError], None] | None = None,
     ) -> None:
         if cache_ttl_s < 0 or max_stale_s < 0 or cache_size < 1:
             raise ValueError(
@@ -242,6 +247,7 @@ class ApiKeys:
         self._lock = threading.Lock()
         self.database_down = False
         """Whether the last database read of :meth:`verify` failed (cached rows stand in)."""
+        self.on_database_error = on_database_error
 
     # -- administration -------------------------------------------------------------------
 
@@ -414,6 +420,8 @@ class ApiKeys:
             stored = self._read(key_id)
         except SinkError as exc:
             self.database_down = True
+            if self.on_database_error is not None:
+                self.on_database_error(exc)
             stale = self._cached(key_id, self.max_stale_s) if self.max_stale_s > 0 else None
             if stale is not None:
                 logger.debug("API key %s: database unreachable, using its cached row", key_id)

@@ -62,6 +62,12 @@ class ServeMetrics:
             description="Redis outages a replica met: its rate limits were then decided "
             "in-process (per replica) until Redis answered again.",
         )
+        self.database_errors = Counter(
+            "climate_database_errors_total",
+            description="Database reads that failed (unreachable, refused, unreadable), by "
+            "component: ingress (the ledgers' poll), api_keys (key checks).",
+            tag_keys=("component",),
+        )
         self.run_age = Gauge(
             "climate_serve_forecast_run_age_seconds",
             description="Seconds since the served forecast run was committed.",

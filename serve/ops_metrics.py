@@ -30,10 +30,13 @@ class OpsMetrics:
     ----------
     database_url
         The database holding the run and ingest ledgers (the application's ``DATABASE_URL``).
+    database_errors
+        The replica's ``climate_database_errors_total`` (:class:`serve.metrics.ServeMetrics`).
     """
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, database_errors: Counter) -> None:
         self.database_url = database_url
+        self.database_errors = database_errors
         self.nightly_success = Gauge(
             "climate_nightly_last_success_timestamp_seconds",
             description="When the newest successful nightly run finished (unix seconds).",
@@ -46,11 +49,6 @@ class OpsMetrics:
             "climate_ingest_latest_valid_time_seconds",
             description="Newest valid time committed to an analysis store (unix seconds).",
             tag_keys=("store",),
-        )
-        self.database_errors = Counter(
-            "climate_database_errors_total",
-            description="Database operations that failed (unreachable, refused, unreadable).",
-            tag_keys=("component",),
         )
         self._engine: Engine | None = None
         self._failing = False  # warn once per outage, not once per poll

@@ -22,6 +22,7 @@ from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBear
 
 from pipelines.api_keys import ApiKeys
 from pipelines.db import make_engine
+from pipelines.errors import SinkError
 from pipelines.sync.keys import keys_engine
 from schemas.serve_config import AuthOptions
 from schemas.settings import Settings
@@ -82,12 +83,23 @@ def build_guard(
             "%sauth.required is false: the /v1 routes answer without an API key", unauthenticated
         )
         return None
+
+    def count_database_error(_error: SinkError) -> None:
+        metrics.database_errors.inc(tags={"component": "api_keys"})
+
+    on_database_error: Callable[[SinkError], None] | None = None
     if auth.keys_file is not None:
         engine = keys_engine(auth.keys_file)
         log.info("API keys from %s (keys revoked after it was written still pass)", auth.keys_file)
     else:  # offline arguments always name a keys file (ServeArgs checks it)
         engine = make_engine(settings.database_url, check=False)
-    keys = ApiKeys(engine, cache_ttl_s=auth.key_cache_seconds, max_stale_s=auth.key_stale_seconds)
+        on_database_error = count_database_error
+    keys = ApiKeys(
+        engine,
+        cache_ttl_s=auth.key_cache_seconds,
+        max_stale_s=auth.key_stale_seconds,
+        on_database_error=on_database_error,
+    )
 
     def on_outage(_description: str) -> None:
         metrics.rate_limit_degraded.inc()

@@ -72,7 +72,11 @@ class Service:
             args.model, self.registry, self._warm, self.metrics, args.refresh_seconds
         )
         # The nightly's and the ingest's state from the ledgers, where the app has a database.
-        self.ops = OpsMetrics(settings.database_url) if _uses_database(args) else None
+        self.ops = (
+            OpsMetrics(settings.database_url, self.metrics.database_errors)
+            if _uses_database(args)
+            else None
+        )
         self._registry: ModelRegistry | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._export_replica_limits()

@@ -24,6 +24,7 @@ from pipelines.api_keys import (
     parse_key,
 )
 from pipelines.db import make_engine, migrate
+from pipelines.errors import SinkError
 
 runner = CliRunner()
 
@@ -142,7 +143,8 @@ def test_a_database_outage(tmp_path: Path) -> None:
     path = tmp_path / "climate.db"
     engine = make_engine(f"sqlite:///{path}")
     migrate(engine)
-    keys = ApiKeys(engine, cache_ttl_s=0.01, max_stale_s=60)
+    failed_reads: list[SinkError] = []
+    keys = ApiKeys(engine, cache_ttl_s=0.01, max_stale_s=60, on_database_error=failed_reads.append)
     record, key = keys.create("acme")
     _, uncached = keys.create("other")
     keys.verify(key)
@@ -155,6 +157,7 @@ def test_a_database_outage(tmp_path: Path) -> None:
         keys.verify(uncached)
     assert isinstance(info.value, ConnectionError)
     assert "DATABASE_URL" in str(info.value) and parse_key(uncached)[1] not in str(info.value)
+    assert len(failed_reads) == 2  # each failed read is reported, the stale row's included
 
     strict = ApiKeys(engine, cache_ttl_s=0.01, max_stale_s=0)
     with pytest.raises(DatabaseUnavailableError):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.db import make_engine, migrate
+from serve.metrics import ServeMetrics
 from serve.ops_metrics import OpsMetrics
 
 
@@ -17,7 +18,7 @@ def test_the_poll_survives_an_outage_and_recovers(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = f"sqlite:///{tmp_path / 'climate.db'}"  # no tables yet: the ledgers cannot be read
-    ops = OpsMetrics(url)
+    ops = OpsMetrics(url, ServeMetrics().database_errors)
     caplog.set_level(logging.DEBUG, logger="serve.ops_metrics")
     try:
         assert [ops.poll(), ops.poll()] == [False, False]
