@@ -12,9 +12,11 @@ Both sides are ``serve.app:build_app`` on a Ray of its own in a child process
 one predictor replica (1 ONNX Runtime thread), the predictor's ``max_ongoing_requests`` 32:
 
 - **batching on**: ``predictor.batching`` ``max_batch_size`` 8, ``batch_wait_timeout_s`` 0.01
-  (the shipped configuration): concurrent requests of the same lead times are stacked into one
-  ``rollout`` call;
-- **batching off** (the baseline): the same deployment with ``max_batch_size`` 1.
+  (the shipped configuration): the ingress gathers concurrent requests into one predictor call,
+  the predictor merges the calls that queued while it worked and stacks those of the same lead
+  times into one ``rollout`` call;
+- **batching off** (the baseline): the same deployment with ``max_batch_size`` 1: each request
+  is its own predictor call and rollout.
 
 Load: concurrency 32 (``wrk``, or an aiohttp client without it), ``--warmup`` s unmeasured then
 ``--seconds`` s measured; requests to 127.0.0.1 only. Before the load, one answer of each side

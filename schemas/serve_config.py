@@ -91,7 +91,14 @@ class IngressOptions(DeploymentOptions):
 
 
 class Batching(StrictModel):
-    """``@serve.batch`` of the predictor: requests of one model and lead times stacked."""
+    """Dynamic batching of predictions.
+
+    Each ingress replica gathers concurrent requests for up to ``batch_wait_timeout_s``
+    (``@serve.batch``) into one predictor call per model, of at most ``max_batch_size``; the
+    predictor merges the calls that queued while it worked and stacks jobs that share lead
+    times and grid into rollouts of at most ``max_batch_size`` (its ``user_config``: changed
+    there without a restart).
+    """
 
     max_batch_size: int = Field(default=8, ge=1)
     batch_wait_timeout_s: float = Field(default=0.01, ge=0)
@@ -106,16 +113,6 @@ class PredictorOptions(DeploymentOptions):
     max_models_per_replica: int = Field(
         default=3, ge=1, description="model versions a replica keeps loaded (LRU)"
     )
-
-    @model_validator(mode="after")
-    def _batch_fits(self) -> PredictorOptions:
-        if self.max_ongoing_requests < self.batching.max_batch_size:
-            raise ValueError(
-                f"max_ongoing_requests {self.max_ongoing_requests} is below "
-                f"batching.max_batch_size {self.batching.max_batch_size}: a batch could "
-                "never fill; raise max_ongoing_requests"
-            )
-        return self
 
     def ray_options(self) -> dict[str, Any]:
         options = super().ray_options()

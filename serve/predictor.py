@@ -5,8 +5,10 @@ Model ids are ``name:version``. ``@serve.multiplexed`` keeps the last few loaded
 through :func:`pipelines.models.resolve.resolve_model` (registry fetch, sha256 against the
 card) and :meth:`ModelRuntime.load` (provider, handshake with the card), so a corrupt or
 mismatched version raises :class:`~pipelines.errors.ModelError` and is never cached.
-``@serve.batch`` collects concurrent requests of one model (Serve splits batches by model id);
-requests with the same lead times and grid are stacked into one ``rollout`` call.
+Requests are batched twice with ``@serve.batch``: each ingress replica gathers concurrent
+requests into one call per model (:mod:`serve.predict_client`), and the predictor merges the
+calls that queued while it was busy, up to ``max_batch_size`` jobs. Jobs with the same lead
+times and grid are stacked into ``rollout`` calls of at most ``max_batch_size`` jobs.
 """
 
 from __future__ import annotations
@@ -70,6 +72,13 @@ def run_batch(runtime: ModelRuntime, jobs: list[PredictJob]) -> list[np.ndarray]
     return [out[i] for i in range(len(jobs))]
 
 
+CallAnswer = list[np.ndarray | ModelError] | ModelError
+
+
+def _job_count(calls: list[list[PredictJob]]) -> int:
+    return sum(len(call) for call in calls)
+
+
 @serve.deployment(name="Predictor")
 class Predictor:
     """ONNX Runtime models by id (``serve.get_multiplexed_model_id``), batched rollouts.
@@ -88,6 +97,14 @@ class Predictor:
         self.metrics = ServeMetrics()
         self.device = resolve_device(args.device, gpus=args.predictor.num_gpus)
         self._engine: Engine | None = None
+        # Calls that queued while a rollout ran are merged (no wait: they arrive gathered), up
+        # to max_batch_size jobs; one merged batch at a time. Decorated per replica so that
+        # user_config can resize it; Serve splits batches by model id.
+        self._merged: Callable[[list[PredictJob]], Awaitable[CallAnswer]] = serve.batch(
+            max_batch_size=args.predictor.batching.max_batch_size,
+            batch_wait_timeout_s=0.0,
+            batch_size_fn=_job_count,
+        )(self._run_calls)
         self.load_model: Callable[[str], Awaitable[ModelRuntime]] = serve.multiplexed(
             max_num_models_per_replica=args.predictor.max_models_per_replica
         )(self._loader())
@@ -95,10 +112,12 @@ class Predictor:
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply batching settings (Serve's ``user_config``: changed without a restart)."""
-        batching = Batching.model_validate(user_config)
-        self._batched.set_max_batch_size(batching.max_batch_size)  # type: ignore[attr-defined]
-        self._batched.set_batch_wait_timeout_s(  # type: ignore[attr-defined]
-            batching.batch_wait_timeout_s
+        self.max_batch_size = Batching.model_validate(user_config).max_batch_size
+        # A call never carries more jobs than the ingress gathers (the deployed arguments),
+        # so merging takes at least that many; rollouts are cut at max_batch_size.
+        deployed = self.args.predictor.batching.max_batch_size
+        self._merged.set_max_batch_size(  # type: ignore[attr-defined]
+            max(self.max_batch_size, deployed)
         )
 
     def _loader(self) -> Callable[[str], Awaitable[ModelRuntime]]:
@@ -138,35 +157,44 @@ class Predictor:
         runtime = await self.load_model(serve.get_multiplexed_model_id())
         return runtime.card.identity()
 
-    async def predict(self, job: PredictJob) -> np.ndarray:
-        """The fields at the job's kept steps, float32 [keep, channels, lat, lon]."""
-        result = await self._batched(job)
-        if isinstance(result, BaseException):
-            raise result
-        return result
+    async def predict(self, jobs: list[PredictJob]) -> list[np.ndarray | ModelError]:
+        """Each job's fields at its kept steps, float32 [keep, channels, lat, lon], in order.
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def _batched(self, jobs: list[PredictJob]) -> list[np.ndarray | ModelError]:
+        A job whose rollout failed gets a ModelError in its place; a model that cannot be
+        loaded raises ModelError.
+        """
+        answer = await self._merged(jobs)
+        if isinstance(answer, ModelError):
+            raise answer
+        return answer
+
+    async def _run_calls(self, calls: list[list[PredictJob]]) -> list[CallAnswer]:
+        """The merged calls' jobs, stacked into rollouts by lead times and grid."""
         model = serve.get_multiplexed_model_id()  # one model per batch: Serve splits by id
         try:
             runtime = await self.load_model(model)
         except ModelError as exc:
-            return [exc] * len(jobs)
-        groups: dict[Any, list[int]] = defaultdict(list)
-        for index, job in enumerate(jobs):
-            groups[job.group].append(index)
-        results: list[np.ndarray | ModelError] = [ModelError("not computed")] * len(jobs)
-        for indices in groups.values():
-            members = [jobs[i] for i in indices]
-            self.metrics.batch_size.observe(len(members), tags={"model": model})
-            outputs: list[np.ndarray | ModelError]
-            try:
-                outputs = list(await asyncio.to_thread(run_batch, runtime, members))
-            except ModelError as exc:
-                outputs = [exc] * len(members)
-            for i, output in zip(indices, outputs, strict=True):
-                results[i] = output
-        return results
+            return [exc] * len(calls)
+        jobs = [(c, j) for c, call in enumerate(calls) for j in range(len(call))]
+        groups: dict[Any, list[tuple[int, int]]] = defaultdict(list)
+        for c, j in jobs:
+            groups[calls[c][j].group].append((c, j))
+        answers: list[list[np.ndarray | ModelError]] = [
+            [ModelError("not computed")] * len(call) for call in calls
+        ]
+        for members in groups.values():
+            for start in range(0, len(members), self.max_batch_size):
+                stacked = members[start : start + self.max_batch_size]
+                self.metrics.batch_size.observe(len(stacked), tags={"model": model})
+                outputs: list[np.ndarray | ModelError]
+                try:
+                    batch = [calls[c][j] for c, j in stacked]
+                    outputs = list(await asyncio.to_thread(run_batch, runtime, batch))
+                except ModelError as exc:
+                    outputs = [exc] * len(stacked)
+                for (c, j), output in zip(stacked, outputs, strict=True):
+                    answers[c][j] = output
+        return list(answers)
 
     def __del__(self) -> None:
         if self._engine is not None:

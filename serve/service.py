@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Awaitable, Callable
 
 import numpy as np
 from ray import serve
-from ray.exceptions import RayError
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RayServeException
+from ray.serve.exceptions import RayServeException
 from ray.serve.handle import DeploymentHandle
 
 from pipelines.db import make_engine
@@ -22,9 +20,10 @@ from schemas.model_source import ModelFile, RegistryModel
 from schemas.serve_config import ServeArgs
 from schemas.settings import Settings
 from serve.default_model import DefaultModel, ModelFollower
-from serve.errors import ApiError, remote_reason
+from serve.errors import ApiError
 from serve.metrics import ServeMetrics
 from serve.ops_metrics import OpsMetrics
+from serve.predict_client import PredictClient
 from serve.predictor import PredictJob, model_id, split_model_id
 from serve.runs import HeldRun, RunHolder
 from serve.security import build_guard, guard_warnings
@@ -63,6 +62,7 @@ class Service:
         self.args = args
         self.settings = settings
         self.predictor = predictor
+        self.predict_client = PredictClient(predictor, args.predictor.batching)
         self.metrics = ServeMetrics()
         self.guard = build_guard(args.auth, settings, self.metrics, offline=args.offline)
         self.replica = _replica_id()
@@ -224,25 +224,5 @@ class Service:
         return DefaultModel(model_id(record.name, record.version), record.card)
 
     async def predict(self, model: DefaultModel, job: PredictJob) -> np.ndarray:
-        """The predictor's answer for one job; 503 when the model or the predictor fails."""
-        # By reference: the fields travel through Ray's shared-memory object store and the
-        # answer arrives as a zero-copy view, instead of being pickled into gRPC messages
-        # (throughput-optimised mode's default), which cost the ingress more than the model.
-        handle = self.predictor.options(multiplexed_model_id=model.model_id, _by_reference=True)
-        try:
-            result = await handle.predict.remote(job)
-        except (BackPressureError, DeploymentUnavailableError) as exc:
-            wait = getattr(exc, "retry_after_s", None) or 1
-            raise ApiError(
-                503,
-                "the predictor is busy; retry shortly",
-                headers={"Retry-After": str(math.ceil(wait))},
-            ) from exc
-        except ModelError as exc:
-            raise ApiError(
-                503, f"model {model.model_id} cannot be used: {remote_reason(exc)}"
-            ) from exc
-        except (RayError, RayServeException) as exc:
-            log.warning("predictor failed for %s: %s", model.model_id, remote_reason(exc))
-            raise ApiError(503, "the predictor is unavailable; try again shortly") from exc
-        return np.asarray(result)
+        """The predictor's answer for one job (batched with others); 503 when it fails."""
+        return await self.predict_client.predict(model.model_id, job)

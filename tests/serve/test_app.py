@@ -109,7 +109,7 @@ def test_args_refuse_unknown_keys_and_impossible_values() -> None:
             {
                 "forecast_store": "x",
                 "model": {"name": "m"},
-                "predictor": {"max_ongoing_requests": 2, "batching": {"max_batch_size": 8}},
+                "predictor": {"batching": {"max_batch_size": 0}},
             }
         )
     with pytest.raises(ValueError, match="http_option"):
